@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Run the demo or the tests from a fresh checkout: ``python3 dev.py demo|test``.
+
+Creates ``.venv`` with the project and its ``dev`` extra the first time (and
+again when ``pyproject.toml`` changes), then runs the command in it. Only
+the standard library is used here, so a machine with Python is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".async-hashfs-installed"
+
+
+def ensure_venv() -> None:
+    """Create the virtual environment and install the project when needed."""
+    wanted = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{HERE}[dev]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    commands = {
+        "demo": [str(PYTHON), str(HERE / "examples" / "quickstart.py")],
+        "test": [str(PYTHON), "-m", "pytest"],
+    }
+    if not argv or argv[0] not in commands:
+        print(f"usage: python3 dev.py {{{'|'.join(commands)}}} [args...]", file=sys.stderr)
+        return 2
+    ensure_venv()
+    return subprocess.run([*commands[argv[0]], *argv[1:]], cwd=HERE).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

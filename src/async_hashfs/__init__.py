@@ -1,0 +1,34 @@
+"""async-hashfs: a content-addressable file store for async web apps.
+
+``AsyncHashFS`` is the store; ``QuartHashFS`` (with the ``quart`` extra) the
+Quart extension. The blocking face lives in :mod:`flask_shim`.
+"""
+
+from __future__ import annotations
+
+from hashfs import HashAddress
+
+from ._engine import GCReport
+from ._exceptions import (
+    FileTooLarge,
+    HashFSError,
+    InvalidExtension,
+    InvalidSource,
+    NotFound,
+    ReadOnlyError,
+)
+from ._store import AsyncBinaryFile, AsyncHashFS, AsyncTextFile
+
+__all__ = [
+    "AsyncBinaryFile",
+    "AsyncHashFS",
+    "AsyncTextFile",
+    "FileTooLarge",
+    "GCReport",
+    "HashAddress",
+    "HashFSError",
+    "InvalidExtension",
+    "InvalidSource",
+    "NotFound",
+    "ReadOnlyError",
+]

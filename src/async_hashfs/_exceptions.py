@@ -1,0 +1,66 @@
+"""Exceptions raised by the store.
+
+Every exception also subclasses the builtin that code written for HashFS
+already catches, so ``except ValueError`` and ``except IOError`` keep working::
+
+    HashFSError
+    ├── InvalidExtension     (ValueError)   extension is not a short safe token
+    ├── InvalidSource        (ValueError, TypeError)   put() cannot read the source
+    ├── FileTooLarge         (ValueError)   put() went past max_size
+    ├── ReadOnlyError        (ValueError)   open() asked for a write mode
+    └── NotFound             (FileNotFoundError)   no stored file for a reference
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FileTooLarge",
+    "HashFSError",
+    "InvalidExtension",
+    "InvalidSource",
+    "NotFound",
+    "ReadOnlyError",
+]
+
+
+class HashFSError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class InvalidExtension(HashFSError, ValueError):
+    """The extension is not 1-32 letters, digits or ``_+-`` after an optional dot."""
+
+    def __init__(self, extension: object) -> None:
+        super().__init__(
+            f"invalid extension {extension!r}: use 1-32 letters, digits, '_', '+' or '-', "
+            "optionally after one leading dot"
+        )
+        self.extension = extension
+
+
+class InvalidSource(HashFSError, ValueError, TypeError):
+    """``put()`` was given something it cannot read bytes from."""
+
+
+class FileTooLarge(HashFSError, ValueError):
+    """The source went past the store's ``max_size``; nothing was stored."""
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__(f"file is larger than the store's max_size of {max_size} bytes")
+        self.max_size = max_size
+
+
+class ReadOnlyError(HashFSError, ValueError):
+    """``open()`` was asked for a mode that could change a stored file."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(f"invalid mode {mode!r}: stored files are read-only, use 'rb' or 'r'")
+        self.mode = mode
+
+
+class NotFound(HashFSError, FileNotFoundError):
+    """No stored file answers to the reference."""
+
+    def __init__(self, ref: object) -> None:
+        super().__init__(f"Could not locate file: {ref}")
+        self.ref = ref

@@ -1,0 +1,132 @@
+"""Where things live in a store: pure functions over paths, no I/O.
+
+The sharding rule is HashFS's own (``hashfs.utils.shard``) so that the layout
+can never drift from the stores HashFS 0.7.2 wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+
+from hashfs.utils import shard as _hashfs_shard
+
+from ._exceptions import InvalidExtension
+
+__all__ = ["TEMP_DIRNAME", "Layout", "normalize_extension"]
+
+#: Folder under the root that holds files being written. Its name starts with a
+#: dot, so it can never collide with a shard folder (hex digits only).
+TEMP_DIRNAME = ".hashfs-tmp"
+
+_EXTENSION = re.compile(r"\.?[A-Za-z0-9_+\-]{1,32}")
+_HEX = frozenset("0123456789abcdef")
+
+
+def normalize_extension(extension: str | None) -> str:
+    """Return ``extension`` as stored on disk: ``""`` or a dot and a safe token.
+
+    Raises:
+        InvalidExtension: when it is not 1-32 letters, digits or ``_+-``
+            after an optional leading dot.
+    """
+    if extension is None or extension == "":
+        return ""
+    if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
+        raise InvalidExtension(extension)
+    return extension if extension.startswith(".") else "." + extension
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shape of one store: its root, sharding and hash algorithm."""
+
+    root: str
+    depth: int
+    width: int
+    algorithm: str
+    digest_length: int = field(init=False)
+    _prefix: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not os.path.isabs(self.root) or os.path.normpath(self.root) != self.root:
+            raise ValueError(f"root must be an absolute, normalized path, not {self.root!r}")
+        for name in ("depth", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        try:
+            digest = hashlib.new(self.algorithm)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"unknown hash algorithm {self.algorithm!r}") from exc
+        if digest.digest_size == 0:
+            raise ValueError(f"hash algorithm {self.algorithm!r} has no fixed digest size")
+        object.__setattr__(self, "digest_length", digest.digest_size * 2)
+        prefix = self.root if self.root.endswith(os.sep) else self.root + os.sep
+        object.__setattr__(self, "_prefix", prefix)
+
+    # -- ids -------------------------------------------------------------
+
+    def is_id(self, value: str) -> bool:
+        """Return whether ``value`` is a hex digest of this store's algorithm."""
+        return len(value) == self.digest_length and _HEX.issuperset(value)
+
+    def shard(self, id: str) -> list[str]:
+        """Split ``id`` into ``depth`` folders of ``width`` characters and the rest."""
+        parts: list[str] = _hashfs_shard(id, self.depth, self.width)
+        return parts
+
+    def relpath(self, id: str, extension: str = "") -> str:
+        """Return the path of ``id`` relative to the root; ``extension`` is normalized."""
+        return os.path.join(*self.shard(id)) + extension
+
+    def abspath(self, relpath: str) -> str:
+        """Return the absolute path of a relative path built by :meth:`relpath`."""
+        return self._prefix + relpath
+
+    def unshard(self, relpath: str) -> str:
+        """Return the id a path relative to the root names (HashFS's rule)."""
+        return os.path.splitext(relpath)[0].replace(os.sep, "")
+
+    def parse_address(self, relpath: str) -> tuple[str, str] | None:
+        """Return ``(id, extension)`` when ``relpath`` is exactly a content address.
+
+        A content address is the shard folders of a valid id followed by an
+        optional safe extension; anything else (the temp folder, a misplaced
+        file, a traversal) gives ``None``.
+        """
+        parts = relpath.split(os.sep)
+        head, _, extension = parts[-1].partition(".")
+        digest = "".join(parts[:-1]) + head
+        if not self.is_id(digest) or parts[:-1] != self.shard(digest)[:-1]:
+            return None
+        if extension and not _EXTENSION.fullmatch(extension):
+            return None
+        return digest, "." + extension if extension else ""
+
+    # -- references ------------------------------------------------------
+
+    def inside(self, path: str) -> str | None:
+        """Return ``path`` relative to the root when it lies lexically inside it.
+
+        Paths into the temp folder, paths with NUL bytes and the root itself
+        give ``None``. No symlink is looked at here; the engine does that.
+        """
+        if "\0" in path:
+            return None
+        if not os.path.isabs(path):
+            path = os.path.join(self.root, path)
+        path = os.path.normpath(path)
+        if not path.startswith(self._prefix):
+            return None
+        relpath = path[len(self._prefix) :]
+        if not relpath or relpath.split(os.sep, 1)[0] == TEMP_DIRNAME:
+            return None
+        return relpath
+
+    @property
+    def temp_dir(self) -> str:
+        """Absolute path of the temp folder."""
+        return self._prefix + TEMP_DIRNAME

@@ -1,0 +1,152 @@
+"""Turn whatever ``put()`` is given into chunks of bytes.
+
+Blocking sources (bytes, paths, file objects, iterables) become a context
+manager over an iterator of bytes-like chunks, read in the caller's thread
+(or one worker thread on the async store). Async sources are recognised here
+and read by the async store.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import os
+import stat
+from collections.abc import AsyncIterable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._engine import CHUNK_SIZE, source_error
+from ._exceptions import InvalidSource
+
+__all__ = ["async_reader", "blocking_chunks", "is_async_source", "unwrap_async_file"]
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _file_storage_stream(src: object) -> Any:
+    # Werkzeug's and Quart's FileStorage: the bytes are in ``.stream``.
+    if hasattr(src, "stream") and hasattr(src, "filename") and hasattr(src, "save"):
+        return src.stream
+    return None
+
+
+def unwrap_async_file(src: object) -> Any:
+    """Return the blocking file inside an aiofiles or anyio async file, else ``None``."""
+    read = getattr(src, "read", None)
+    if read is None or not inspect.iscoroutinefunction(read):
+        return None
+    for attribute in ("wrapped", "_file"):  # anyio.AsyncFile, aiofiles
+        inner = getattr(src, attribute, None)
+        if inner is not None and hasattr(inner, "read"):
+            return inner
+    return None
+
+
+def is_async_source(src: object) -> bool:
+    """Return whether ``src`` must be read with ``await`` (and has no blocking inside)."""
+    if isinstance(src, (*_BYTES_LIKE, str, os.PathLike)) or _file_storage_stream(src) is not None:
+        return False
+    read = getattr(src, "read", None)
+    if read is not None:
+        return inspect.iscoroutinefunction(read) and unwrap_async_file(src) is None
+    return hasattr(src, "__aiter__")
+
+
+async def async_reader(src: Any) -> AsyncIterable[Any]:
+    """Yield the chunks of an async iterable or of an async file without a blocking inside."""
+    read = getattr(src, "read", None)
+    if read is not None:
+        while chunk := await read(CHUNK_SIZE):
+            yield _as_bytes(chunk)
+        return
+    async for chunk in src:
+        yield _as_bytes(chunk)
+
+
+def _as_bytes(chunk: object) -> Any:
+    if isinstance(chunk, _BYTES_LIKE):
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    raise InvalidSource(f"put() source yielded {type(chunk).__name__}, expected bytes")
+
+
+@contextmanager
+def blocking_chunks(src: object) -> Iterator[Iterable[Any]]:
+    """Open ``src`` and give an iterator over its bytes.
+
+    A path is opened and closed here. A file object is read from its start and
+    put back where it was, as HashFS does; one that cannot seek is read from
+    where it is. Text is encoded as UTF-8.
+
+    Raises:
+        InvalidSource: ``src`` is not something ``put()`` reads, or a path
+            that is not a regular file.
+    """
+    if isinstance(src, _BYTES_LIKE):
+        yield (src,)
+        return
+    if isinstance(src, (str, os.PathLike)):
+        with _open_path(src) as file:
+            yield _read_chunks(file)
+        return
+    stream = _file_storage_stream(src)
+    if stream is not None:
+        src = stream
+    inner = unwrap_async_file(src)
+    if inner is not None:
+        src = inner
+    if hasattr(src, "read"):
+        if inspect.iscoroutinefunction(src.read):
+            raise InvalidSource("an async file needs the async store: await AsyncHashFS.put()")
+        with _rewound(src):
+            yield _read_chunks(src)
+        return
+    if hasattr(src, "__aiter__") and not hasattr(src, "__iter__"):
+        raise InvalidSource("an async iterable needs the async store: await AsyncHashFS.put()")
+    if isinstance(src, Iterable) and not isinstance(src, dict):
+        yield map(_as_bytes, src)
+        return
+    raise source_error(src)
+
+
+@contextmanager
+def _open_path(path: str | os.PathLike[str]) -> Iterator[io.FileIO]:
+    try:
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise InvalidSource(f"{os.fsdecode(path)!r} is not a file") from exc
+    with file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise InvalidSource(f"{os.fsdecode(path)!r} is not a regular file")
+        yield file
+
+
+@contextmanager
+def _rewound(file: Any) -> Iterator[None]:
+    try:
+        seekable = file.seekable()
+    except (AttributeError, ValueError, OSError):
+        seekable = False
+    if not seekable:
+        yield
+        return
+    position = file.tell()
+    file.seek(0)
+    try:
+        yield
+    finally:
+        file.seek(position)
+
+
+def _read_chunks(file: Any) -> Iterator[Any]:
+    readinto = getattr(file, "readinto", None)
+    if readinto is not None and not isinstance(file, io.TextIOBase):
+        buffer = bytearray(CHUNK_SIZE)
+        view = memoryview(buffer)
+        while n := readinto(buffer):
+            yield view[:n]
+        return
+    while chunk := file.read(CHUNK_SIZE):
+        yield _as_bytes(chunk)

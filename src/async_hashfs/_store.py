@@ -1,0 +1,319 @@
+"""``AsyncHashFS``: the store for async code, on asyncio and trio.
+
+Every blocking step runs in a worker thread under the store's
+:class:`anyio.CapacityLimiter`; one operation is one thread hop. A put from
+an async source pipelines chunks to the writer: while one batch is being
+hashed and written in a worker thread, the loop collects the next one, and
+it stops reading the source once a full batch waits, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator
+from typing import IO, Any, Literal, TypeVar, overload
+
+import anyio
+import anyio.to_thread
+from aiofiles.threadpool.binary import AsyncBufferedReader as _AiofilesBinary
+from aiofiles.threadpool.text import AsyncTextIOWrapper as _AiofilesText
+from anyio import from_thread
+from hashfs import HashAddress
+
+from ._base import BaseHashFS
+from ._engine import BlobWriter, GCReport, check_read_mode
+from ._exceptions import FileTooLarge
+from ._layout import normalize_extension
+from ._sources import async_reader, blocking_chunks, is_async_source
+
+__all__ = ["AsyncBinaryFile", "AsyncHashFS", "AsyncTextFile"]
+
+T = TypeVar("T")
+
+#: A batch is handed to the writer once it holds this much and the writer is idle...
+MIN_BATCH = 64 << 10
+#: ...and reading the source pauses while this much waits for a busy writer.
+MAX_BATCH = 1 << 20
+_BATCH_ITEMS = 256
+
+
+class _ThreadRunner:
+    """Takes the place of the asyncio loop that aiofiles' file objects call into.
+
+    aiofiles runs each file method through ``loop.run_in_executor``; this
+    runs it in an anyio worker thread instead, so the same file objects work
+    on asyncio and on trio, under the store's limiter.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    def run_in_executor(self, executor: object, func: Callable[[], T]) -> Any:
+        return anyio.to_thread.run_sync(func, limiter=self._limiter)
+
+
+class AsyncBinaryFile(_AiofilesBinary):
+    """An aiofiles binary reader whose calls run in anyio worker threads."""
+
+    async def __aenter__(self) -> AsyncBinaryFile:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class AsyncTextFile(_AiofilesText):
+    """An aiofiles text reader whose calls run in anyio worker threads."""
+
+    async def __aenter__(self) -> AsyncTextFile:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _Opening:
+    """What ``AsyncHashFS.open()`` returns: await it, or use it with ``async with``."""
+
+    __slots__ = ("_file", "_mode", "_ref", "_store")
+
+    def __init__(self, store: AsyncHashFS, ref: object, mode: str) -> None:
+        self._store = store
+        self._ref = ref
+        self._mode = mode
+        self._file: Any = None
+
+    async def _open(self) -> Any:
+        store = self._store
+        file: IO[Any] = await store._run(store._engine.open, self._ref, self._mode)
+        wrapper: Any = AsyncBinaryFile if "b" in self._mode else AsyncTextFile
+        return wrapper(file, loop=_ThreadRunner(store.limiter), executor=None)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._file = await self._open()
+        return self._file
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._file.close()
+
+
+class AsyncHashFS(BaseHashFS):
+    """A content-addressable store for async code (asyncio or trio).
+
+    Takes :class:`~flask_shim.SyncHashFS`'s arguments, plus ``limiter``: an
+    :class:`anyio.CapacityLimiter`, or a number of worker threads, that
+    bounds how many blocking steps run at once (default: a limiter of the
+    store's own with ``min(32, cpu count + 4)`` threads).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        depth: int = 4,
+        width: int = 1,
+        algorithm: str = "sha256",
+        fmode: int | None = 0o664,
+        dmode: int = 0o755,
+        *,
+        max_size: int | None = None,
+        fsync: bool = False,
+        limiter: anyio.CapacityLimiter | int | None = None,
+    ) -> None:
+        super().__init__(
+            root, depth, width, algorithm, fmode, dmode, max_size=max_size, fsync=fsync
+        )
+        if limiter is None:
+            limiter = min(32, (os.cpu_count() or 1) + 4)
+        if isinstance(limiter, int):
+            limiter = anyio.CapacityLimiter(limiter)
+        self.limiter: anyio.CapacityLimiter = limiter
+
+    async def _run(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
+        return await anyio.to_thread.run_sync(
+            func, *args, limiter=self.limiter, abandon_on_cancel=read_only
+        )
+
+    async def _iterate(self, items: Iterator[T], batch: int = _BATCH_ITEMS) -> AsyncIterator[T]:
+        def take() -> list[T]:
+            return [item for _, item in zip(range(batch), items, strict=False)]
+
+        while chunk := await self._run(take, read_only=True):
+            for item in chunk:
+                yield item
+
+    # -- writing ---------------------------------------------------------
+
+    async def put(self, src: object, extension: str | None = None) -> HashAddress:
+        """Store the bytes of ``src`` under their hash and return the address.
+
+        ``src`` is bytes-like, a path, a binary or text file object, an
+        iterable of bytes, an async iterable of bytes (Quart's
+        ``request.body``), an async file (aiofiles, anyio) or a Werkzeug or
+        Quart ``FileStorage``. A file object is read from its start and put
+        back where it was.
+
+        Raises:
+            InvalidExtension: ``extension`` is not a safe token (nothing read).
+            InvalidSource: ``src`` cannot be read.
+            FileTooLarge: ``src`` went past ``max_size``.
+            OSError: the disk failed. In every case nothing is stored and no
+                temp file is left.
+        """
+        ext = normalize_extension(extension)
+        if is_async_source(src):
+            return await self._put_stream(async_reader(src), ext)
+        return await self._run(self._put_blocking, src, ext)
+
+    def _put_blocking(self, src: object, extension: str) -> HashAddress:
+        with blocking_chunks(src) as chunks:
+            return self._engine.put(chunks, extension, checkpoint=from_thread.check_cancelled)
+
+    async def _put_stream(self, chunks: AsyncIterable[Any], extension: str) -> HashAddress:
+        writer = await self._run(self._engine.writer)
+        try:
+            await self._pump(chunks, writer)
+            return await self._run(writer.commit, extension)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._run(writer.abort)
+            raise
+
+    async def _pump(self, chunks: AsyncIterable[Any], writer: BlobWriter) -> None:
+        """Feed ``chunks`` to ``writer`` in batches, overlapping reading and writing."""
+        send, receive = anyio.create_memory_object_stream[list[Any]]()
+        failures: list[Exception] = []
+
+        async def write_batches() -> None:
+            async with receive:
+                async for batch in receive:
+                    try:
+                        await self._run(writer.writelines, batch)
+                    except Exception as exc:
+                        failures.append(exc)
+                        tg.cancel_scope.cancel()
+                        return
+
+        max_size = self._engine.max_size
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_batches)
+            try:
+                async with send:
+                    received = 0
+                    batch: list[Any] = []
+                    batch_size = 0
+                    async for chunk in chunks:
+                        size = memoryview(chunk).nbytes
+                        received += size
+                        if max_size is not None and received > max_size:
+                            raise FileTooLarge(max_size)
+                        if not size:
+                            continue
+                        batch.append(chunk)
+                        batch_size += size
+                        if batch_size < MIN_BATCH:
+                            continue
+                        try:
+                            send.send_nowait(batch)
+                        except anyio.WouldBlock:
+                            if batch_size < MAX_BATCH:
+                                continue
+                            await send.send(batch)
+                        batch, batch_size = [], 0
+                    if batch:
+                        await send.send(batch)
+            except Exception as exc:
+                failures.append(exc)
+                tg.cancel_scope.cancel()
+        if failures:
+            raise failures[0]
+
+    # -- reading ---------------------------------------------------------
+
+    async def get(self, ref: object) -> HashAddress | None:
+        """Return the address of ``ref`` (an id, relpath or abspath), or ``None``."""
+        return await self._run(self._engine.get, ref, read_only=True)
+
+    @overload
+    def open(self, ref: object, mode: Literal["rb", "br"] = "rb") -> _Opening: ...
+    @overload
+    def open(self, ref: object, mode: Literal["r", "rt", "tr"]) -> _Opening: ...
+    def open(self, ref: object, mode: str = "rb") -> _Opening:
+        """Open a stored file for reading: ``await fs.open(ref)`` or ``async with``.
+
+        Gives an aiofiles file (:class:`AsyncBinaryFile`, or
+        :class:`AsyncTextFile` for ``"r"``) whose calls run in worker threads.
+
+        Raises:
+            ReadOnlyError: ``mode`` would write (raised at once).
+            NotFound: no stored file answers to ``ref`` (a ``FileNotFoundError``).
+        """
+        check_read_mode(mode)
+        return _Opening(self, ref, mode)
+
+    async def exists(self, ref: object) -> bool:
+        """Return whether ``ref`` names a stored file."""
+        return await self._run(self._engine.resolve, ref, read_only=True) is not None
+
+    def __contains__(self, ref: object) -> bool:
+        raise TypeError("'in' cannot wait for the disk: use 'await fs.exists(ref)'")
+
+    async def delete(self, ref: object) -> None:
+        """Remove ``ref`` and the folders it leaves empty; no error when missing."""
+        await self._run(self._engine.delete, ref)
+
+    async def files(self) -> AsyncIterator[str]:
+        """Yield the absolute path of every stored file, a batch per thread hop."""
+        async for path in self._iterate(self._engine.files()):
+            yield path
+
+    async def folders(self) -> AsyncIterator[str]:
+        """Yield every folder that holds files."""
+        async for path in self._iterate(self._engine.folders()):
+            yield path
+
+    async def count(self) -> int:
+        """Return how many files the store holds."""
+        return await self._run(self._engine.count, read_only=True)
+
+    async def size(self) -> int:
+        """Return the total size in bytes of the stored files."""
+        return await self._run(self._engine.size, read_only=True)
+
+    async def computehash(self, src: object) -> str:
+        """Return the hex digest of ``src`` (any blocking ``put()`` source)."""
+
+        def compute() -> str:
+            with blocking_chunks(src) as chunks:
+                return self._engine.computehash(chunks)
+
+        return await self._run(compute, read_only=True)
+
+    async def verify(self, ref: object) -> bool:
+        """Return whether the bytes of ``ref`` still hash to its address.
+
+        Raises:
+            NotFound: no stored file answers to ``ref``.
+        """
+        return await self._run(self._engine.verify, ref, read_only=True)
+
+    async def corrupted(self, extensions: bool = True) -> AsyncIterator[tuple[str, HashAddress]]:
+        """Yield ``(path, expected address)`` for each file not at its content address."""
+        async for item in self._iterate(self._engine.corrupted(extensions), batch=1):
+            yield item
+
+    async def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
+        """Move misplaced files to their content address; return what moved."""
+        return await self._run(self._engine.repair, extensions)
+
+    async def remove_empty(self, folder: str) -> None:
+        """Remove ``folder`` and its parents while empty, stopping at the root."""
+        await self._run(self._engine.remove_empty, folder)
+
+    async def gc(self, older_than: float = 0.0) -> GCReport:
+        """Remove temp files of dead writers and empty folders."""
+        return await self._run(self._engine.gc, older_than)

@@ -1,0 +1,135 @@
+"""``SyncHashFS``: the store for blocking code, a drop-in for ``hashfs.HashFS``.
+
+Same constructor, methods and return types as HashFS 0.7.2, on the same disk
+layout; every call runs in the caller's thread. Where HashFS would read
+outside its root, glob user input or leave a partial file, this refuses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import IO, Any, BinaryIO, Literal, TextIO, overload
+
+from hashfs import HashAddress
+
+from async_hashfs._base import BaseHashFS
+from async_hashfs._engine import GCReport
+from async_hashfs._layout import normalize_extension
+from async_hashfs._sources import blocking_chunks
+
+__all__ = ["SyncHashFS"]
+
+
+class SyncHashFS(BaseHashFS):
+    """A content-addressable store for blocking code; see :class:`hashfs.HashFS`."""
+
+    def put(self, file: object, extension: str | None = None) -> HashAddress:
+        """Store the bytes of ``file`` under their hash and return the address.
+
+        ``file`` is bytes-like, a path, a binary or text file object, an
+        iterable of bytes or a Werkzeug ``FileStorage``. A file object is read
+        from its start and put back where it was, as HashFS does.
+
+        Raises:
+            InvalidExtension: ``extension`` is not a safe token (nothing read).
+            InvalidSource: ``file`` cannot be read (a ``ValueError``).
+            FileTooLarge: ``file`` went past ``max_size``.
+            OSError: the disk failed. In every case nothing is stored and no
+                temp file is left.
+        """
+        ext = normalize_extension(extension)
+        with blocking_chunks(file) as chunks:
+            return self._engine.put(chunks, ext)
+
+    def get(self, file: object) -> HashAddress | None:
+        """Return the address of ``file`` (an id, relpath or abspath), or ``None``."""
+        return self._engine.get(file)
+
+    @overload
+    def open(self, file: object, mode: Literal["rb", "br"] = "rb") -> BinaryIO: ...
+    @overload
+    def open(self, file: object, mode: Literal["r", "rt", "tr"]) -> TextIO: ...
+    def open(self, file: object, mode: str = "rb") -> IO[Any]:
+        """Open a stored file for reading (a ``BufferedReader`` for ``"rb"``).
+
+        Raises:
+            ReadOnlyError: ``mode`` would write.
+            NotFound: no stored file answers to ``file`` (an ``IOError``).
+        """
+        return self._engine.open(file, mode)
+
+    def delete(self, file: object) -> None:
+        """Remove ``file`` and the folders it leaves empty; no error when missing."""
+        self._engine.delete(file)
+
+    def remove_empty(self, subpath: str) -> None:
+        """Remove ``subpath`` and its parents while empty, stopping at the root."""
+        self._engine.remove_empty(subpath)
+
+    def files(self) -> Iterator[str]:
+        """Yield the absolute path of every stored file."""
+        return self._engine.files()
+
+    def folders(self) -> Iterator[str]:
+        """Yield every folder that holds files."""
+        return self._engine.folders()
+
+    def count(self) -> int:
+        """Return how many files the store holds."""
+        return self._engine.count()
+
+    def size(self) -> int:
+        """Return the total size in bytes of the stored files."""
+        return self._engine.size()
+
+    def exists(self, file: object) -> bool:
+        """Return whether ``file`` names a stored file."""
+        return self._engine.resolve(file) is not None
+
+    def haspath(self, path: str) -> bool:
+        """Return whether ``path`` is inside the root, symlinks resolved."""
+        real = os.path.realpath(path)
+        return real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def makepath(self, path: str) -> None:
+        """Create folder ``path`` with the store's ``dmode``."""
+        self._engine.makepath(path)
+
+    def realpath(self, file: object) -> str | None:
+        """Return the absolute path of the stored file ``file`` names, or ``None``."""
+        return self._engine.resolve(file)
+
+    def computehash(self, stream: object) -> str:
+        """Return the hex digest of ``stream`` (any ``put()`` source)."""
+        with blocking_chunks(stream) as chunks:
+            return self._engine.computehash(chunks)
+
+    def verify(self, file: object) -> bool:
+        """Return whether the bytes of ``file`` still hash to its address.
+
+        Raises:
+            NotFound: no stored file answers to ``file``.
+        """
+        return self._engine.verify(file)
+
+    def corrupted(self, extensions: bool = True) -> Iterator[tuple[str, HashAddress]]:
+        """Yield ``(path, expected address)`` for each file not at its content address."""
+        return self._engine.corrupted(extensions)
+
+    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
+        """Move misplaced files to their content address; return what moved."""
+        return self._engine.repair(extensions)
+
+    def gc(self, older_than: float = 0.0) -> GCReport:
+        """Remove temp files of dead writers and empty folders."""
+        return self._engine.gc(older_than)
+
+    def __contains__(self, file: object) -> bool:
+        return self.exists(file)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.files()
+
+    def __len__(self) -> int:
+        return self.count()

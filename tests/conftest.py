@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from async_hashfs import AsyncHashFS
+from flask_shim import SyncHashFS
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which our code blocks a running event loop (invariant 5)."""
+    with blockbuster_ctx(["async_hashfs", "flask_shim"]) as bb:
+        yield bb
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sync_fs(root: Path) -> SyncHashFS:
+    return SyncHashFS(root)
+
+
+@pytest.fixture
+def async_fs(root: Path) -> AsyncHashFS:
+    return AsyncHashFS(root)
+
+
+def temp_files(root: Path | str) -> list[str]:
+    """Names in the store's temp folder."""
+    folder = Path(root, ".hashfs-tmp")
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def stored_files(root: Path | str) -> list[str]:
+    """Paths relative to the root of every file outside the temp folder."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [s for s in subfolders if s != ".hashfs-tmp"]
+        found += [os.path.relpath(os.path.join(folder, n), root) for n in names]
+    return sorted(found)
