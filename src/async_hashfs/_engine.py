@@ -27,7 +27,6 @@ from hashfs import HashAddress
 from ._exceptions import FileTooLarge, InvalidSource, NotFound, ReadOnlyError
 from ._layout import Layout
 
-
 __all__ = ["BlobWriter", "Engine", "GCReport", "check_read_mode"]
 
 #: Read size for files and the unit of work between cancellation checks.
@@ -203,7 +202,11 @@ class Engine:
             try:
                 os.link(temp, abspath)
             except FileExistsError:
-                if not stat.S_ISREG(os.lstat(abspath).st_mode):
+                try:
+                    mode = os.lstat(abspath).st_mode
+                except FileNotFoundError:
+                    continue  # deleted since: try to take the name again
+                if not stat.S_ISREG(mode):
                     raise FileExistsError(
                         errno.EEXIST, "content address is taken by something not a file", abspath
                     ) from None
@@ -242,10 +245,17 @@ class Engine:
 
     def makepath(self, path: str) -> None:
         """Create folder ``path`` and its parents (``dmode``, as HashFS does)."""
-        try:
-            os.makedirs(path, self.dmode, exist_ok=True)
-        except FileExistsError:
-            raise NotADirectoryError(errno.ENOTDIR, "expected a folder", path) from None
+        for _ in range(16):
+            try:
+                os.makedirs(path, self.dmode, exist_ok=True)
+                return
+            except FileNotFoundError:
+                continue  # a concurrent delete removed a parent midway
+            except FileExistsError:
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    raise NotADirectoryError(errno.ENOTDIR, "expected a folder", path) from None
+                continue  # it was there, then a concurrent delete removed it
+        raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", path)
 
     # -- reading ---------------------------------------------------------
 

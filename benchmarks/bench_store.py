@@ -1,0 +1,628 @@
+#!/usr/bin/env python
+"""Benchmark the async-hashfs store against HashFS 0.7.2 and a raw single-pass loop.
+
+Three cases, each measured in rounds: in every round each contender runs once
+(round-robin, the starting contender rotating from round to round), and the
+table reports the median of the rounds.
+
+1. put of a large file from a path (256 MiB; the source is written once);
+2. many puts of distinct 1 KiB payloads into a fresh store;
+3. get(id) of files stored with an extension.
+
+Every timed section starts after ``gc.collect()``; store creation, payload
+generation, checks of the results and deletion of the stored files happen
+outside it. A ratio is ``anchor median time / contender median time``: above
+1 means the contender is faster. The script always exits 0: it reports, it
+does not gate CI.
+
+Run ``python benchmarks/bench_store.py`` (``--quick`` for a smoke run). The
+stores live in a temp folder under ``--dir``, ``$BENCH_DIR`` or the current
+folder, never in the system temp folder, so source and stores share one
+filesystem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import importlib.metadata
+import io
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import hashfs
+from hashfs.utils import shard
+
+try:
+    from async_hashfs import AsyncHashFS
+    from flask_shim import SyncHashFS
+except ImportError:  # run from a checkout without an install
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+    from async_hashfs import AsyncHashFS
+    from flask_shim import SyncHashFS
+
+MIB = 1 << 20
+CHUNK_SIZE = 1 << 20
+SMALL_SIZE = 1 << 10
+IN_FLIGHT = 16
+EXTENSION = "jpg"
+
+
+# -- measurement --------------------------------------------------------------
+
+
+@dataclass
+class Contender:
+    """One way of doing a case's work; ``run(round)`` returns the timed seconds."""
+
+    key: str
+    label: str
+    run: Callable[[int], float]
+    times: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times and self.error is None else None
+
+
+@dataclass
+class Target:
+    """``contender`` must be at least ``minimum`` times as fast as ``anchor``."""
+
+    contender: str
+    anchor: str
+    minimum: float
+
+
+@dataclass
+class Case:
+    title: str
+    unit: str
+    work: float
+    contenders: list[Contender]
+    targets: list[Target]
+
+    def contender(self, key: str) -> Contender:
+        return next(c for c in self.contenders if c.key == key)
+
+
+@dataclass
+class Verdict:
+    case: Case
+    contender: Contender
+    anchor: Contender
+    minimum: float
+    ratio: float | None
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio is not None and self.ratio >= self.minimum
+
+
+def run_case(case: Case, rounds: int, warmup: bool = True) -> None:
+    """Run every contender once per round, round-robin; round -1 is a discarded warm-up."""
+    count = len(case.contenders)
+    first = -1 if warmup else 0
+    for round_ in range(first, rounds):
+        shift = round_ % count
+        order = case.contenders[shift:] + case.contenders[:shift]
+        status = "warm-up" if round_ < 0 else f"round {round_ + 1}/{rounds}"
+        print(f"  {case.title}: {status}", file=sys.stderr, flush=True)
+        for contender in order:
+            if contender.error is not None:
+                continue
+            try:
+                elapsed = contender.run(round_)
+            except Exception as exc:
+                contender.error = f"{type(exc).__name__}: {exc}"
+                print(f"  ! {contender.label} failed:", file=sys.stderr)
+                traceback.print_exc()
+                continue
+            if round_ >= 0:
+                contender.times.append(elapsed)
+
+
+def judge(case: Case) -> list[Verdict]:
+    verdicts = []
+    for target in case.targets:
+        contender = case.contender(target.contender)
+        anchor = case.contender(target.anchor)
+        ratio = None
+        if contender.median is not None and anchor.median is not None:
+            ratio = anchor.median / contender.median
+        verdicts.append(Verdict(case, contender, anchor, target.minimum, ratio))
+    return verdicts
+
+
+def start_timer() -> float:
+    gc.collect()
+    return time.perf_counter()
+
+
+# -- the workspace ------------------------------------------------------------
+
+
+class Workspace:
+    """A temp folder that holds the source file and a fresh store root per run."""
+
+    def __init__(self, base: str) -> None:
+        self.path = tempfile.mkdtemp(prefix="hashfs-bench-", dir=base)
+        self._count = 0
+
+    def fresh_root(self) -> str:
+        self._count += 1
+        root = os.path.join(self.path, f"store-{self._count}")
+        os.mkdir(root)
+        return root
+
+    @staticmethod
+    def discard(root: str) -> None:
+        shutil.rmtree(root)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_random_file(path: str, size: int) -> str:
+    """Write ``size`` random bytes to ``path``, 1 MiB at a time; return their sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as file:
+        remaining = size
+        while remaining:
+            chunk = os.urandom(min(CHUNK_SIZE, remaining))
+            digest.update(chunk)
+            file.write(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def count_stored(root: str) -> int:
+    """Count files under ``root``, skipping dot folders (our temp folder)."""
+    total = 0
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        total += sum(1 for name in names if not name.startswith("."))
+    return total
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# -- case 1: one large put from a path --------------------------------------
+
+
+def raw_single_pass(src: str, root: str) -> str:
+    """The limit: read 1 MiB, hash it, write it to a temp file in the root, rename."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    temp = os.path.join(root, f".raw-{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+    try:
+        with open(src, "rb", buffering=0) as file:
+            while n := file.readinto(buffer):
+                chunk = view[:n]
+                digest.update(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+    finally:
+        os.close(fd)
+    id = digest.hexdigest()
+    final = os.path.join(root, *shard(id, 4, 1))
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    os.rename(temp, final)
+    return id
+
+
+async def file_chunks(path: str) -> AsyncIterator[bytes]:
+    """Yield the file at ``path`` in 1 MiB chunks, each read in a worker thread."""
+    async with await anyio.open_file(path, "rb") as file:
+        while chunk := await file.read(CHUNK_SIZE):
+            yield chunk
+
+
+def large_put_case(workspace: Workspace, size_mib: int) -> Case:
+    src = os.path.join(workspace.path, "source.bin")
+    print(f"  writing a {size_mib} MiB source file", file=sys.stderr, flush=True)
+    expected = write_random_file(src, size_mib * MIB)
+
+    def measure(put: Callable[[str], tuple[float, str]]) -> Callable[[int], float]:
+        def run(round_: int) -> float:
+            root = workspace.fresh_root()
+            check(os.stat(root).st_dev == os.stat(src).st_dev, "source and store differ in fs")
+            try:
+                elapsed, id = put(root)
+                check(id == expected, f"stored id {id} != {expected}")
+                check(count_stored(root) == 1, "expected exactly one stored file")
+            finally:
+                workspace.discard(root)
+            return elapsed
+
+        return run
+
+    def raw(root: str) -> tuple[float, str]:
+        started = start_timer()
+        id = raw_single_pass(src, root)
+        return time.perf_counter() - started, id
+
+    def sync_path(root: str) -> tuple[float, str]:
+        fs = SyncHashFS(root)
+        started = start_timer()
+        address = fs.put(src)
+        return time.perf_counter() - started, address.id
+
+    def async_path(root: str) -> tuple[float, str]:
+        async def main() -> tuple[float, str]:
+            fs = AsyncHashFS(root)
+            started = start_timer()
+            address = await fs.put(src)
+            return time.perf_counter() - started, address.id
+
+        return anyio.run(main, backend="asyncio")
+
+    def async_stream(root: str) -> tuple[float, str]:
+        async def main() -> tuple[float, str]:
+            fs = AsyncHashFS(root)
+            started = start_timer()
+            address = await fs.put(file_chunks(src))
+            return time.perf_counter() - started, address.id
+
+        return anyio.run(main, backend="asyncio")
+
+    def hashfs_path(root: str) -> tuple[float, str]:
+        fs = hashfs.HashFS(root)
+        started = start_timer()
+        address = fs.put(src)
+        return time.perf_counter() - started, address.id
+
+    ours = ["sync", "async", "stream"]
+    return Case(
+        title=f"put {size_mib} MiB from a path",
+        unit="MiB/s",
+        work=size_mib,
+        contenders=[
+            Contender("raw", "raw single pass (read/sha256/write/rename)", measure(raw)),
+            Contender("sync", "SyncHashFS.put(path)", measure(sync_path)),
+            Contender("async", "AsyncHashFS.put(path)", measure(async_path)),
+            Contender("stream", "AsyncHashFS.put(async iter, 1 MiB)", measure(async_stream)),
+            Contender("hashfs", "hashfs.HashFS.put(path)", measure(hashfs_path)),
+        ],
+        targets=[Target(key, "raw", 0.85) for key in ours]
+        + [Target(key, "hashfs", 1.5) for key in ours],
+    )
+
+
+# -- case 2: many small puts --------------------------------------------------
+
+
+def small_puts_case(workspace: Workspace, puts: int, rounds: int) -> Case:
+    # Distinct payloads per round (round -1 is the warm-up), made before any timing.
+    payloads = {
+        round_: [os.urandom(SMALL_SIZE) for _ in range(puts)] for round_ in range(-1, rounds)
+    }
+
+    def measure(put_all: Callable[[str, list[bytes]], float]) -> Callable[[int], float]:
+        def run(round_: int) -> float:
+            root = workspace.fresh_root()
+            try:
+                elapsed = put_all(root, payloads[round_])
+                check(count_stored(root) == puts, f"expected {puts} stored files")
+            finally:
+                workspace.discard(root)
+            return elapsed
+
+        return run
+
+    def sync_loop(root: str, batch: list[bytes]) -> float:
+        fs = SyncHashFS(root)
+        put = fs.put
+        started = start_timer()
+        for data in batch:
+            put(data)
+        return time.perf_counter() - started
+
+    def async_in_flight(root: str, batch: list[bytes]) -> float:
+        async def main() -> float:
+            fs = AsyncHashFS(root)
+            queue = iter(batch)
+
+            async def worker() -> None:
+                for data in queue:
+                    await fs.put(data)
+
+            started = start_timer()
+            async with anyio.create_task_group() as tg:
+                for _ in range(IN_FLIGHT):
+                    tg.start_soon(worker)
+            return time.perf_counter() - started
+
+        return anyio.run(main, backend="asyncio")
+
+    def hashfs_loop(root: str, batch: list[bytes]) -> float:
+        fs = hashfs.HashFS(root)
+        put = fs.put
+        started = start_timer()
+        for data in batch:
+            put(io.BytesIO(data))
+        return time.perf_counter() - started
+
+    return Case(
+        title=f"{puts} puts of 1 KiB",
+        unit="puts/s",
+        work=puts,
+        contenders=[
+            Contender("sync", "SyncHashFS.put(bytes) loop", measure(sync_loop)),
+            Contender(
+                "async", f"AsyncHashFS.put(bytes), {IN_FLIGHT} in flight", measure(async_in_flight)
+            ),
+            Contender("hashfs", "hashfs.HashFS.put(BytesIO) loop", measure(hashfs_loop)),
+        ],
+        targets=[Target("sync", "hashfs", 1.3), Target("async", "hashfs", 0.8)],
+    )
+
+
+# -- case 3: get(id) of files stored with an extension -----------------------
+
+
+def gets_case(workspace: Workspace, gets: int) -> Case:
+    root = workspace.fresh_root()
+    print(f"  storing {gets} files with extension {EXTENSION!r}", file=sys.stderr, flush=True)
+    filler = SyncHashFS(root)
+    ids = [filler.put(os.urandom(SMALL_SIZE), EXTENSION).id for _ in range(gets)]
+    expected = [os.path.join(*shard(id, 4, 1)) + "." + EXTENSION for id in ids]
+
+    def measure(get: Callable[[str], object]) -> Callable[[int], float]:
+        def run(round_: int) -> float:
+            found = []
+            append = found.append
+            started = start_timer()
+            for id in ids:
+                append(get(id))
+            elapsed = time.perf_counter() - started
+            relpaths = [getattr(address, "relpath", None) for address in found]
+            check(relpaths == expected, "get() did not find every stored file")
+            return elapsed
+
+        return run
+
+    return Case(
+        title=f"get(id) x{gets}, ext .{EXTENSION}",
+        unit="gets/s",
+        work=gets,
+        contenders=[
+            Contender("sync", "SyncHashFS.get(id)", measure(SyncHashFS(root).get)),
+            Contender("hashfs", "hashfs.HashFS.get(id)", measure(hashfs.HashFS(root).get)),
+        ],
+        targets=[Target("sync", "hashfs", 3.0)],
+    )
+
+
+# -- report -------------------------------------------------------------------
+
+
+def mount_of(path: str) -> tuple[str, str, str]:
+    """Return ``(mount point, fs type, device)`` holding ``path``, from /proc/mounts."""
+    path = os.path.realpath(path)
+    best = ("?", "unknown", "?")
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                device, point, fstype = line.split()[:3]
+                point = point.replace("\\040", " ")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best[0].replace("?", "")):
+                    best = (point, fstype, device)
+    except OSError:
+        pass
+    return best
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_machine(bench_dir: str, args: argparse.Namespace) -> None:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    point, fstype, device = mount_of(bench_dir)
+    system_temp = tempfile.gettempdir()
+    same_fs = os.stat(system_temp).st_dev == os.stat(bench_dir).st_dev
+    print("## Machine")
+    print()
+    print(f"- python: {platform.python_implementation()} {platform.python_version()}")
+    print(f"- platform: {platform.platform()}")
+    print(f"- cpu: {cpu_model()}; {os.cpu_count()} logical, {usable} usable")
+    print(f"- bench dir: {bench_dir} on {fstype} ({device} at {point})")
+    print(
+        f"- system temp dir (where hashfs.HashFS writes before moving): {system_temp}, "
+        f"{'same filesystem' if same_fs else 'OTHER filesystem: HashFS copies each file'}"
+    )
+    print(
+        f"- versions: async-hashfs {version('async-hashfs')}, hashfs {version('hashfs')}, "
+        f"anyio {version('anyio')}"
+    )
+    mode = "quick" if args.quick else "full"
+    print(
+        f"- run: {mode}, {args.rounds} rounds (+1 warm-up), {args.size_mib} MiB, "
+        f"{args.puts} puts, {args.gets} gets"
+    )
+    print()
+
+
+def format_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    return f"{seconds * 1000:.1f} ms"
+
+
+def format_rate(rate: float, unit: str) -> str:
+    return f"{rate:,.0f} {unit}"
+
+
+def render_table(header: Sequence[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [list(header), *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def report(cases: list[Case]) -> list[Verdict]:
+    header = [
+        "case", "contender", "median time", "median rate", "spread",
+        "vs", "ratio", "target", "result",
+    ]
+    rows: list[list[str]] = []
+    verdicts: list[Verdict] = []
+    for case in cases:
+        case_verdicts = judge(case)
+        verdicts.extend(case_verdicts)
+        first_row_of_case = True
+        for contender in case.contenders:
+            median = contender.median
+            if median is None:
+                cells = ["-", "-", "-"]
+                if contender.error is not None:
+                    cells = ["ERROR", contender.error[:40], "-"]
+            else:
+                spread = (max(contender.times) - min(contender.times)) / median
+                cells = [
+                    format_time(median),
+                    format_rate(case.work / median, case.unit),
+                    f"{spread:.0%}",
+                ]
+            mine = [v for v in case_verdicts if v.contender is contender]
+            comparisons = [
+                [
+                    v.anchor.key,
+                    "-" if v.ratio is None else f"{v.ratio:.2f}x",
+                    f">= {v.minimum:g}x",
+                    "PASS" if v.passed else "FAIL",
+                ]
+                for v in mine
+            ] or [["(anchor)" if contender.key in ("raw", "hashfs") else "", "", "", ""]]
+            for index, comparison in enumerate(comparisons):
+                title = case.title if first_row_of_case else ""
+                first_row_of_case = False
+                who = [contender.label, *cells] if index == 0 else ["", "", "", ""]
+                rows.append([title, *who, *comparison])
+    print("## Results (medians)")
+    print()
+    print(render_table(header, rows))
+    print()
+    print(
+        "ratio = anchor median time / contender median time (above 1: contender faster); "
+        "spread = (max - min) / median over the rounds."
+    )
+    print()
+    return verdicts
+
+
+def print_summary(verdicts: list[Verdict], elapsed: float) -> None:
+    passed = [v for v in verdicts if v.passed]
+    print("## Summary")
+    print()
+    print(f"{len(passed)}/{len(verdicts)} targets met in {elapsed:.0f} s.")
+    for v in verdicts:
+        if v.passed:
+            continue
+        got = "no result" if v.ratio is None else f"{v.ratio:.2f}x"
+        print(
+            f"- MISSED: {v.case.title}: {v.contender.label} vs {v.anchor.label}: "
+            f"{got}, target >= {v.minimum:g}x"
+        )
+    if len(passed) == len(verdicts):
+        print("All targets met.")
+    print("(Benchmarks report; the exit status is 0 either way.)")
+
+
+# -- main -----------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: 32 MiB, 300 puts, 300 gets, 2 rounds",
+    )
+    parser.add_argument("--rounds", type=int, help="measured rounds per case (default 5, quick 2)")
+    parser.add_argument("--size-mib", type=int, help="size of the large put (default 256)")
+    parser.add_argument("--puts", type=int, help="small puts per round (default 2000)")
+    parser.add_argument("--gets", type=int, help="files to get per round (default 2000)")
+    parser.add_argument(
+        "--dir",
+        default=os.environ.get("BENCH_DIR") or os.getcwd(),
+        help="where the temp stores go (default $BENCH_DIR, else the current folder)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.rounds is None:
+        args.rounds = 2 if quick else 5
+    if args.size_mib is None:
+        args.size_mib = 32 if quick else 256
+    if args.puts is None:
+        args.puts = 300 if quick else 2000
+    if args.gets is None:
+        args.gets = 300 if quick else 2000
+    for name in ("rounds", "size_mib", "puts", "gets"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench_dir = os.path.realpath(args.dir)
+    print("# async-hashfs store benchmark")
+    print()
+    print_machine(bench_dir, args)
+    began = time.perf_counter()
+    workspace = Workspace(bench_dir)
+    cases: list[Case] = []
+    try:
+        for build in (
+            lambda: large_put_case(workspace, args.size_mib),
+            lambda: small_puts_case(workspace, args.puts, args.rounds),
+            lambda: gets_case(workspace, args.gets),
+        ):
+            case = build()
+            run_case(case, args.rounds)
+            cases.append(case)
+    finally:
+        workspace.close()
+    verdicts = report(cases)
+    print_summary(verdicts, time.perf_counter() - began)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
