@@ -20,6 +20,7 @@ from ._exceptions import (
 from ._store import AsyncBinaryFile, AsyncHashFS, AsyncTextFile
 
 __all__ = [
+    "QuartHashFS",
     "AsyncBinaryFile",
     "AsyncHashFS",
     "AsyncTextFile",
@@ -32,3 +33,12 @@ __all__ = [
     "NotFound",
     "ReadOnlyError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # QuartHashFS needs the ``quart`` extra: import it only when asked for.
+    if name == "QuartHashFS":
+        from ._quart import QuartHashFS
+
+        return QuartHashFS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

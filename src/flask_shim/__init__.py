@@ -16,6 +16,7 @@ from async_hashfs._exceptions import (
 from ._store import SyncHashFS
 
 __all__ = [
+    "FlaskHashFS",
     "FileTooLarge",
     "HashAddress",
     "HashFSError",
@@ -25,3 +26,12 @@ __all__ = [
     "ReadOnlyError",
     "SyncHashFS",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # FlaskHashFS needs the ``flask`` extra: import it only when asked for.
+    if name == "FlaskHashFS":
+        from ._flask import FlaskHashFS
+
+        return FlaskHashFS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

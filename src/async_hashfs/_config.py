@@ -1,0 +1,169 @@
+"""Extension settings and URLs, shared by the Quart and Flask extensions.
+
+The keys, defaults and errors of Flask-HashFS 0.3.0 are kept exactly; the
+new keys only add powers. No framework is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from hashfs import HashFS
+
+__all__ = ["DEFAULTS", "AppState", "Settings", "join_url"]
+
+#: Every key the extensions read, with its default.
+DEFAULTS: dict[str, Any] = {
+    # Flask-HashFS 0.3.0
+    "HASHFS_HOST": None,
+    "HASHFS_PATH_PREFIX": "",
+    "HASHFS_ROOT_FOLDER": None,
+    "HASHFS_DEPTH": 4,
+    "HASHFS_WIDTH": 1,
+    "HASHFS_ALGORITHM": "sha256",
+    # async-hashfs
+    "HASHFS_MAX_SIZE": None,
+    "HASHFS_FSYNC": False,
+    "HASHFS_FMODE": 0o664,
+    "HASHFS_DMODE": 0o755,
+    "HASHFS_SERVE": False,
+    "HASHFS_THREADS": None,
+    "HASHFS_BODY_BUFFER": 1 << 20,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated ``HASHFS_*`` settings of one app."""
+
+    host: str | None
+    path_prefix: str
+    root_folder: str
+    depth: int
+    width: int
+    algorithm: str
+    max_size: int | None
+    fsync: bool
+    fmode: int | None
+    dmode: int
+    serve: bool
+    threads: int | None
+    body_buffer: int
+
+    @classmethod
+    def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
+        """Fill in the defaults in ``config`` and read the settings from it.
+
+        Raises:
+            ValueError: a missing or invalid value, with Flask-HashFS's messages
+                for its own keys.
+        """
+        for key, value in DEFAULTS.items():
+            config.setdefault(key, value)
+        prefix = config["HASHFS_PATH_PREFIX"]
+        if prefix is None:
+            raise ValueError(
+                'Missing configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" must be set'
+            )
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(
+                'Invalid configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" '
+                "must start with a leading slash"
+            )
+        if not config["HASHFS_ROOT_FOLDER"]:
+            raise ValueError(
+                'Missing configuration value for Flask-HashFS: "HASHFS_ROOT_FOLDER" must be set'
+            )
+        max_size = config["HASHFS_MAX_SIZE"]
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
+            raise ValueError(f'"HASHFS_MAX_SIZE" must be a byte count or None, not {max_size!r}')
+        buffer = config["HASHFS_BODY_BUFFER"]
+        if not isinstance(buffer, int) or buffer < 1:
+            raise ValueError(f'"HASHFS_BODY_BUFFER" must be a positive byte count, not {buffer!r}')
+        serve = bool(config["HASHFS_SERVE"])
+        if serve and prefix.strip("/") == "":
+            raise ValueError(
+                '"HASHFS_SERVE" needs a non-empty "HASHFS_PATH_PREFIX" to serve files under'
+            )
+        return cls(
+            host=config["HASHFS_HOST"],
+            path_prefix=prefix,
+            root_folder=str(config["HASHFS_ROOT_FOLDER"]),
+            depth=config["HASHFS_DEPTH"],
+            width=config["HASHFS_WIDTH"],
+            algorithm=config["HASHFS_ALGORITHM"],
+            max_size=max_size,
+            fsync=bool(config["HASHFS_FSYNC"]),
+            fmode=config["HASHFS_FMODE"],
+            dmode=config["HASHFS_DMODE"],
+            serve=serve,
+            threads=config["HASHFS_THREADS"],
+            body_buffer=buffer,
+        )
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncHashFS`` / ``SyncHashFS``."""
+        return {
+            "depth": self.depth,
+            "width": self.width,
+            "algorithm": self.algorithm,
+            "fmode": self.fmode,
+            "dmode": self.dmode,
+            "max_size": self.max_size,
+            "fsync": self.fsync,
+        }
+
+    def url_for(self, relpath: str, external: bool, request_host: Callable[[], str]) -> str:
+        """Return Flask-HashFS's URL for ``relpath``.
+
+        An ``external`` URL starts with ``HASHFS_HOST``, or else with
+        ``request_host()`` (the current request's host URL).
+        """
+        host = (self.host or request_host()) if external else None
+        return join_url(host, "/", self.path_prefix, relpath)
+
+
+def join_url(*parts: str | None) -> str:
+    """Join URL parts with single slashes, as Flask-HashFS does.
+
+    Empty parts are skipped; a leading slash of the first kept part and a
+    trailing slash of the last one are kept.
+    """
+    kept = [part for part in parts if part]
+    if not kept:
+        return ""
+    joined = "/".join(part.strip("/") for part in kept if part.strip("/"))
+    if kept[0].startswith("/") and not joined.startswith("/"):
+        joined = "/" + joined
+    if kept[-1].endswith("/") and not joined.endswith("/"):
+        joined += "/"
+    return joined
+
+
+class AppState:
+    """What an extension keeps in ``app.extensions["hashfs"]``.
+
+    ``state["client"]`` works as in Flask-HashFS, which stored a dict there.
+    """
+
+    __slots__ = ("client", "settings", "store")
+
+    def __init__(self, settings: Settings, store: Any) -> None:
+        self.settings = settings
+        self.store = store
+        #: A ``hashfs.HashFS`` on the same root, for code written for HashFS.
+        self.client = HashFS(
+            store.root,
+            settings.depth,
+            settings.width,
+            settings.algorithm,
+            settings.fmode,
+            settings.dmode,
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "client":
+            return self.client
+        raise KeyError(key)

@@ -1,0 +1,318 @@
+"""``QuartHashFS``: the Quart extension.
+
+Config, ``url_for``, streaming uploads and the app's state live here; the
+rules shared with the Flask extension live in ``_config`` and ``_web``.
+
+Quart reads the request body eagerly: a background task appends every ASGI
+message to one buffer, however slowly the view consumes it, and its
+``MAX_CONTENT_LENGTH`` check only looks at that buffer. ``init_app`` fixes
+both for the app: the body stops calling ``receive()`` once
+``HASHFS_BODY_BUFFER`` bytes wait (so the server stops reading the socket
+and TCP pushes back on the client), and the limit counts every byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any
+
+from hashfs import HashAddress
+from quart import Quart, current_app, request
+from quart.asgi import ASGIHTTPConnection
+from quart.wrappers.request import Body
+
+from ._config import AppState, Settings
+from ._store import AsyncHashFS
+from ._web import (
+    BodyTooLarge,
+    MultipartParser,
+    PartData,
+    PartStart,
+    StoredUpload,
+    Uploads,
+    extension_from_filename,
+    field_value,
+    web_error,
+)
+
+__all__ = ["BoundedBody", "QuartHashFS"]
+
+_EXTENSION = "hashfs"
+
+
+class BoundedBody(Body):
+    """A request body that holds at most ``high_water`` bytes until read.
+
+    ``max_content_length`` is looked up when the body is read, so a view may
+    raise ``request.max_content_length`` for its own route before reading.
+    Awaiting the whole body (``get_data``, ``form``) buffers it as Quart
+    does, up to that limit.
+    """
+
+    def __init__(
+        self,
+        expected_content_length: int | None,
+        max_content_length: Callable[[], int | None],
+        high_water: int,
+    ) -> None:
+        super().__init__(expected_content_length, None)
+        self._expected = expected_content_length
+        self._limit = max_content_length
+        self._high_water: int | None = high_water
+        self._received = 0
+        self._consumed = 0
+        self._space = asyncio.Event()
+        self._space.set()
+
+    async def wait_for_space(self) -> None:
+        """Return once the buffer has room for another message."""
+        await self._space.wait()
+
+    def _check(self, size: int) -> None:
+        limit = self._limit()
+        if limit is not None and max(size, self._expected or 0) > limit:
+            raise BodyTooLarge(limit)
+
+    def append(self, data: bytes) -> None:
+        if not data or self._must_raise is not None:
+            return
+        self._received += len(data)
+        if self._high_water is None:
+            limit = self._limit()
+            if limit is not None and self._received > limit:
+                self._must_raise = BodyTooLarge(limit)
+                self.set_complete()
+                self._data.clear()
+                return
+        super().append(data)
+        if self._high_water is not None and len(self._data) >= self._high_water:
+            self._space.clear()
+
+    def set_complete(self) -> None:
+        super().set_complete()
+        self._space.set()
+
+    async def __anext__(self) -> bytes:
+        self._check(self._consumed)
+        try:
+            data = await super().__anext__()
+        finally:
+            self._space.set()
+        self._consumed += len(data)
+        self._check(self._consumed)
+        return data
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._check(self._received)
+        self._high_water = None  # the whole body is wanted: stop pausing
+        self._space.set()
+        data = yield from super().__await__()
+        self._check(len(data))
+        return data
+
+
+class _BoundedConnection(ASGIHTTPConnection):
+    """Mixed in before the app's ``asgi_http_class`` by ``init_app``."""
+
+    def _create_request_from_scope(self, send: Any) -> Any:
+        req = super()._create_request_from_scope(send)
+        # Pinned here so the body can read it without an app context; a view
+        # may still change it for its own route.
+        req.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        buffer = self.app.extensions[_EXTENSION].settings.body_buffer
+        req.body = BoundedBody(req.content_length, lambda: req.max_content_length, buffer)
+        return req
+
+    async def handle_messages(self, request: Any, receive: Any) -> None:
+        body = request.body
+        while True:
+            if isinstance(body, BoundedBody):
+                await body.wait_for_space()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                return
+
+
+class QuartHashFS:
+    """A content-addressable store for a Quart app, configured by ``HASHFS_*`` keys.
+
+    Use it like Flask-HashFS, with ``await``::
+
+        fs = QuartHashFS(app)
+
+        @app.post("/upload")
+        async def upload():
+            address = await fs.put(request.body, extension="jpg")
+            return {"url": fs.url_for(address.relpath)}
+
+    Other attributes are those of the app's :class:`AsyncHashFS` (``fs.store``).
+    """
+
+    def __init__(self, app: Quart | None = None) -> None:
+        self.app = app
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        """Read the app's config, create the root folder and register the store.
+
+        Raises:
+            ValueError: a missing or invalid ``HASHFS_*`` value.
+            RuntimeError: the app already has a hashfs extension.
+        """
+        if _EXTENSION in app.extensions:
+            raise RuntimeError("A hashfs extension is already registered on this app.")
+        settings = Settings.from_config(app.config)
+        store = AsyncHashFS(
+            settings.root_folder, **settings.store_options(), limiter=settings.threads
+        )
+        store._engine.makepath(store.root)
+        app.extensions[_EXTENSION] = AppState(settings, store)
+        base = app.asgi_http_class
+        if not issubclass(base, _BoundedConnection):
+            app.asgi_http_class = type(f"Bounded{base.__name__}", (_BoundedConnection, base), {})
+
+    # -- the current app's store ---------------------------------------------
+
+    @property
+    def _state(self) -> AppState:
+        try:
+            state: AppState = current_app.extensions[_EXTENSION]
+        except KeyError:
+            raise RuntimeError(
+                "QuartHashFS is not registered on this app. Did you forget to call 'init_app'?"
+            ) from None
+        return state
+
+    @property
+    def store(self) -> AsyncHashFS:
+        """The app's :class:`AsyncHashFS`."""
+        store: AsyncHashFS = self._state.store
+        return store
+
+    @property
+    def client(self) -> Any:
+        """A ``hashfs.HashFS`` on the same root, for code written for HashFS."""
+        return self._state.client
+
+    @property
+    def config(self) -> Any:
+        """The current app's config."""
+        return current_app.config
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+    # -- operations --------------------------------------------------------
+
+    async def put(self, src: object, extension: str | None = None) -> HashAddress:
+        """Store ``src`` (``request.body``, a ``FileStorage``, bytes, ...) and return its address.
+
+        Raises:
+            BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
+            BadExtension: ``extension`` is not a safe token (400).
+        """
+        try:
+            return await self.store.put(src, extension)
+        except Exception as exc:
+            translated = web_error(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def get(self, ref: object) -> HashAddress | None:
+        """Return the address of ``ref``, or ``None``."""
+        return await self.store.get(ref)
+
+    async def exists(self, ref: object) -> bool:
+        """Return whether ``ref`` names a stored file."""
+        return await self.store.exists(ref)
+
+    async def delete(self, ref: object) -> None:
+        """Remove a stored file; no error when missing."""
+        await self.store.delete(ref)
+
+    def open(self, ref: object, mode: str = "rb") -> Any:
+        """Open a stored file: ``await fs.open(ref)`` or ``async with fs.open(ref)``."""
+        return self.store.open(ref, mode)  # type: ignore[call-overload]
+
+    def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
+        """Return the URL of a stored file, exactly as Flask-HashFS builds it.
+
+        ``external`` URLs start with ``HASHFS_HOST``, or the request's host.
+        """
+        if isinstance(relpath, HashAddress):
+            relpath = relpath.relpath
+        return self._state.settings.url_for(relpath, external, lambda: request.host_url)
+
+    async def put_uploads(self) -> Uploads:
+        """Store every file of the current multipart/form-data request as it arrives.
+
+        Each file part streams straight into the store; the extension comes
+        from its filename when that is a safe one. Text fields are collected.
+
+        Raises:
+            MalformedUpload: the body is not valid multipart/form-data (400).
+            BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
+        """
+        parser = MultipartParser(
+            request.headers.get("Content-Type"),
+            max_form_memory_size=request.max_form_memory_size,
+            max_parts=request.max_form_parts,
+        )
+        events = _events(parser, request.body)
+        uploads = Uploads()
+        async for event in events:
+            if not isinstance(event, PartStart):
+                continue
+            if event.filename is None:
+                chunks = [part.data async for part in _part(events)]
+                uploads.form.add(event.name, field_value(chunks))
+                continue
+            if not event.filename:  # a file input left empty
+                async for _ in _part(events):
+                    pass
+                continue
+            sized = _Counted(_part(events))
+            address = await self.put(sized, extension_from_filename(event.filename))
+            uploads.files.add(
+                event.name,
+                StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
+            )
+        return uploads
+
+
+async def _events(parser: MultipartParser, body: Any) -> AsyncIterator[PartStart | PartData]:
+    async for chunk in body:
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.close():
+        yield event
+
+
+async def _part(events: AsyncIterator[PartStart | PartData]) -> AsyncIterator[PartData]:
+    async for event in events:
+        assert isinstance(event, PartData)
+        yield event
+        if event.last:
+            return
+
+
+class _Counted:
+    """The bytes of one part, counted as they pass."""
+
+    def __init__(self, parts: AsyncIterator[PartData]) -> None:
+        self._parts = parts
+        self.size = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._parts:
+            self.size += len(part.data)
+            yield part.data

@@ -1,0 +1,259 @@
+"""What both web extensions share: HTTP errors and multipart upload parsing.
+
+Framework-free (Werkzeug only, which Quart and Flask both bring). The
+parser is sans-IO: the Quart and Flask extensions feed it body chunks from
+their own request and stream each file part into their own store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from hashfs import HashAddress
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    LengthRequired,
+    RequestEntityTooLarge,
+)
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import (
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+    NeedData,
+)
+
+from ._exceptions import FileTooLarge, HashFSError, InvalidExtension
+from ._layout import normalize_extension
+
+__all__ = [
+    "BadExtension",
+    "BodyTooLarge",
+    "ChunkedBodyUnsupported",
+    "MalformedUpload",
+    "MultipartParser",
+    "PartData",
+    "PartStart",
+    "StoredUpload",
+    "Uploads",
+    "extension_from_filename",
+    "web_error",
+]
+
+
+def _describe(exc: HTTPException, message: str) -> None:
+    # HTTPException.__init__ would call the store error's __init__ without its
+    # arguments through the MRO, so set what it sets by hand.
+    exc.args = (message,)
+    exc.description = message
+    exc.response = None
+
+
+class BodyTooLarge(RequestEntityTooLarge, FileTooLarge):
+    """413: the request body or an uploaded file is larger than allowed; nothing was stored."""
+
+    def __init__(self, limit: int, what: str = "request body") -> None:
+        FileTooLarge.__init__(self, limit)
+        _describe(
+            self, f"The {what} is larger than the limit of {limit} bytes; nothing was stored."
+        )
+
+
+class BadExtension(BadRequest, InvalidExtension):
+    """400: the extension given for an upload is not a safe token."""
+
+    def __init__(self, extension: object) -> None:
+        InvalidExtension.__init__(self, extension)
+        _describe(self, str(self.args[0]))
+
+
+class MalformedUpload(BadRequest, HashFSError):
+    """400: the multipart/form-data body cannot be parsed; nothing was stored from the bad part."""
+
+    def __init__(self, reason: str) -> None:
+        BadRequest.__init__(self, f"Malformed multipart/form-data body: {reason}.")
+
+
+class ChunkedBodyUnsupported(LengthRequired, HashFSError):
+    """411: the WSGI server passed a chunked body without terminating the input stream."""
+
+    def __init__(self) -> None:
+        LengthRequired.__init__(
+            self,
+            "This server cannot read a chunked request body (it does not set "
+            "wsgi.input_terminated); send a Content-Length header.",
+        )
+
+
+def web_error(exc: Exception) -> Exception:
+    """Return the HTTP error a store error becomes at the web edge (or ``exc`` itself)."""
+    if isinstance(exc, FileTooLarge) and not isinstance(exc, RequestEntityTooLarge):
+        return BodyTooLarge(exc.max_size, "uploaded file")
+    if isinstance(exc, InvalidExtension) and not isinstance(exc, BadRequest):
+        return BadExtension(exc.extension)
+    return exc
+
+
+def extension_from_filename(filename: str | None) -> str | None:
+    """Return the lower-cased extension of ``filename`` when it is a safe one, else ``None``."""
+    if not filename:
+        return None
+    suffix = os.path.splitext(filename.replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
+    try:
+        return normalize_extension(suffix) or None
+    except InvalidExtension:
+        return None
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """One file part of a multipart upload, stored."""
+
+    name: str
+    address: HashAddress
+    filename: str
+    content_type: str | None
+    size: int
+
+
+@dataclass
+class Uploads:
+    """What ``put_uploads()`` returns: the stored files and the text fields."""
+
+    files: MultiDict[str, StoredUpload] = field(default_factory=MultiDict)
+    form: MultiDict[str, str] = field(default_factory=MultiDict)
+
+
+@dataclass(frozen=True)
+class PartStart:
+    """A part begins; ``filename`` is ``None`` for a text field."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class PartData:
+    """Bytes of the current part; ``last`` marks its end."""
+
+    data: bytes
+    last: bool
+
+
+_SLICE = 64 << 10
+
+
+class MultipartParser:
+    """Turns a multipart/form-data body, fed in chunks, into part events.
+
+    Wraps Werkzeug's sans-IO ``MultipartDecoder``. Never feeds it a chunk that
+    ends inside a possible boundary, which works around a Werkzeug bug that
+    can add a stray ``\\r`` to the last part when a chunk ends there.
+
+    Raises:
+        MalformedUpload: not multipart/form-data, no boundary, or a body
+            that breaks the format or ends early.
+        RequestEntityTooLarge: more parts or header bytes than allowed.
+    """
+
+    def __init__(
+        self,
+        content_type: str | None,
+        *,
+        max_form_memory_size: int | None = 500_000,
+        max_parts: int | None = 1000,
+    ) -> None:
+        mimetype, options = parse_options_header(content_type or "")
+        if mimetype != "multipart/form-data":
+            raise MalformedUpload(f"expected Content-Type multipart/form-data, got {mimetype!r}")
+        boundary = options.get("boundary", "")
+        if not 1 <= len(boundary) <= 200:
+            raise MalformedUpload("the Content-Type header has no valid boundary")
+        try:
+            encoded = boundary.encode("latin-1")
+        except UnicodeEncodeError:
+            raise MalformedUpload("the boundary is not latin-1 text") from None
+        header_limit = None if max_form_memory_size is None else max(max_form_memory_size, _SLICE)
+        self._decoder = MultipartDecoder(encoded, header_limit, max_parts=max_parts)
+        self._holdback = len(encoded) + 8
+        self._carry = b""
+        self._field_limit = max_form_memory_size
+        self._field_bytes = 0
+        self._in_field = False
+        self.complete = False
+
+    def feed(self, chunk: bytes) -> list[PartStart | PartData]:
+        """Take the next chunk of the body and return the events it completes."""
+        data = self._carry + chunk if self._carry else chunk
+        cut = len(data)
+        window = data[-self._holdback :]
+        newline = max(window.rfind(b"\r"), window.rfind(b"\n"))
+        if newline >= 0:
+            cut = len(data) - len(window) + newline
+        self._carry = data[cut:]
+        events: list[PartStart | PartData] = []
+        for start in range(0, cut, _SLICE):
+            self._receive(data[start : min(cut, start + _SLICE)], events)
+        return events
+
+    def close(self) -> list[PartStart | PartData]:
+        """Mark the end of the body and return the last events.
+
+        Raises:
+            MalformedUpload: the body ended before the closing boundary.
+        """
+        events: list[PartStart | PartData] = []
+        if self._carry:
+            self._receive(self._carry, events)
+            self._carry = b""
+        self._receive(None, events)
+        if not self.complete:
+            raise MalformedUpload("the body ended before the closing boundary")
+        return events
+
+    def _receive(self, data: bytes | None, events: list[PartStart | PartData]) -> None:
+        decoder = self._decoder
+        try:
+            decoder.receive_data(data)
+            while not self.complete:
+                event = decoder.next_event()
+                if isinstance(event, NeedData):
+                    return
+                if isinstance(event, Epilogue):
+                    self.complete = True
+                elif isinstance(event, File | Field):
+                    events.append(self._start(event))
+                elif isinstance(event, Data):
+                    if self._in_field:
+                        self._count_field(len(event.data))
+                    events.append(PartData(event.data, not event.more_data))
+        except (RequestEntityTooLarge, MalformedUpload):
+            raise
+        except ValueError as exc:  # includes UnicodeDecodeError in part headers
+            raise MalformedUpload(str(exc).rstrip(".")) from None
+
+    def _start(self, event: File | Field) -> PartStart:
+        if not event.name:
+            raise MalformedUpload("a part has no name in its Content-Disposition header")
+        self._in_field = not isinstance(event, File)
+        content_type = event.headers.get("Content-Type")
+        filename = event.filename if isinstance(event, File) else None
+        return PartStart(event.name, filename, content_type)
+
+    def _count_field(self, size: int) -> None:
+        self._field_bytes += size
+        if self._field_limit is not None and self._field_bytes > self._field_limit:
+            raise RequestEntityTooLarge(
+                f"The form's text fields are larger than {self._field_limit} bytes."
+            )
+
+
+def field_value(chunks: list[bytes], charset: str = "utf-8") -> str:
+    """Decode a text field the way Werkzeug does (invalid bytes replaced)."""
+    return b"".join(chunks).decode(charset, "replace")

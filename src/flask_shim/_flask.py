@@ -1,0 +1,251 @@
+"""``FlaskHashFS``: the Flask extension, a drop-in for ``flask_hashfs.FlaskHashFS``.
+
+It mirrors :class:`async_hashfs.QuartHashFS` method for method, without
+``await``; the rules both share live in ``async_hashfs._config`` and
+``async_hashfs._web``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO, Any
+
+from flask import Flask, current_app, request
+from hashfs import HashAddress
+from werkzeug.exceptions import ClientDisconnected
+
+from async_hashfs._config import AppState, Settings
+from async_hashfs._web import (
+    BodyTooLarge,
+    ChunkedBodyUnsupported,
+    MultipartParser,
+    PartData,
+    PartStart,
+    StoredUpload,
+    Uploads,
+    extension_from_filename,
+    field_value,
+    web_error,
+)
+
+from ._store import SyncHashFS
+
+__all__ = ["FlaskHashFS"]
+
+_EXTENSION = "hashfs"
+_CHUNK = 1 << 20
+
+
+class FlaskHashFS:
+    """A content-addressable store for a Flask app, configured by ``HASHFS_*`` keys.
+
+    A drop-in for Flask-HashFS: same config keys, errors and URLs, and other
+    attributes are those of the app's :class:`SyncHashFS` (``fs.store``).
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.app = app
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's config, create the root folder and register the store.
+
+        Raises:
+            ValueError: a missing or invalid ``HASHFS_*`` value.
+            RuntimeError: the app already has a hashfs extension.
+        """
+        if _EXTENSION in app.extensions:
+            raise RuntimeError("A hashfs extension is already registered on this app.")
+        settings = Settings.from_config(app.config)
+        store = SyncHashFS(settings.root_folder, **settings.store_options())
+        store.makepath(store.root)
+        app.extensions[_EXTENSION] = AppState(settings, store)
+
+    # -- the current app's store ---------------------------------------------
+
+    @property
+    def _state(self) -> AppState:
+        try:
+            state: AppState = current_app.extensions[_EXTENSION]
+        except KeyError:
+            raise RuntimeError(
+                "FlaskHashFS is not registered on this app. Did you forget to call 'init_app'?"
+            ) from None
+        return state
+
+    @property
+    def store(self) -> SyncHashFS:
+        """The app's :class:`SyncHashFS`."""
+        store: SyncHashFS = self._state.store
+        return store
+
+    @property
+    def client(self) -> Any:
+        """A ``hashfs.HashFS`` on the same root, for code written for HashFS."""
+        return self._state.client
+
+    @property
+    def config(self) -> Any:
+        """The current app's config."""
+        return current_app.config
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.store, name)
+
+    # -- operations --------------------------------------------------------
+
+    def put(self, src: object, extension: str | None = None) -> HashAddress:
+        """Store ``src`` (``request.stream``, a ``FileStorage``, bytes...) and return its address.
+
+        ``request.stream`` is read straight from the server, chunked bodies
+        included, counting every byte against ``MAX_CONTENT_LENGTH``.
+
+        Raises:
+            BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
+            BadExtension: ``extension`` is not a safe token (400).
+            ChunkedBodyUnsupported: a chunked body the server cannot pass on (411).
+        """
+        if _is_request_stream(src):
+            src = request_body()
+        try:
+            return self.store.put(src, extension)
+        except Exception as exc:
+            translated = web_error(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def get(self, ref: object) -> HashAddress | None:
+        """Return the address of ``ref``, or ``None``."""
+        return self.store.get(ref)
+
+    def exists(self, ref: object) -> bool:
+        """Return whether ``ref`` names a stored file."""
+        return self.store.exists(ref)
+
+    def delete(self, ref: object) -> None:
+        """Remove a stored file; no error when missing."""
+        self.store.delete(ref)
+
+    def open(self, ref: object, mode: str = "rb") -> IO[Any]:
+        """Open a stored file for reading."""
+        return self.store.open(ref, mode)  # type: ignore[call-overload, no-any-return]
+
+    def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
+        """Return the URL of a stored file, exactly as Flask-HashFS builds it."""
+        if isinstance(relpath, HashAddress):
+            relpath = relpath.relpath
+        return self._state.settings.url_for(relpath, external, lambda: request.host_url)
+
+    def put_uploads(self) -> Uploads:
+        """Store every file of the current multipart/form-data request as it arrives.
+
+        Raises:
+            MalformedUpload: the body is not valid multipart/form-data (400).
+            BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
+        """
+        parser = MultipartParser(
+            request.headers.get("Content-Type"),
+            max_form_memory_size=request.max_form_memory_size,
+            max_parts=request.max_form_parts,
+        )
+        events = _events(parser, request_body())
+        uploads = Uploads()
+        for event in events:
+            if not isinstance(event, PartStart):
+                continue
+            if event.filename is None:
+                uploads.form.add(event.name, field_value([p.data for p in _part(events)]))
+                continue
+            if not event.filename:  # a file input left empty
+                for _ in _part(events):
+                    pass
+                continue
+            sized = _Counted(_part(events))
+            address = self.put(sized, extension_from_filename(event.filename))
+            uploads.files.add(
+                event.name,
+                StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
+            )
+        return uploads
+
+
+def _is_request_stream(src: object) -> bool:
+    if not request:
+        return False
+    # ``stream`` is a cached property: it is in __dict__ once the view took it.
+    stream = vars(request._get_current_object()).get("stream")  # type: ignore[attr-defined]
+    return stream is not None and src is stream
+
+
+def request_body() -> Iterator[bytes]:
+    """Yield the current request's body from the WSGI server, in chunks.
+
+    Counts every byte against ``request.max_content_length``; reads chunked
+    bodies when the server terminates the stream (``wsgi.input_terminated``).
+
+    Raises:
+        BodyTooLarge: more bytes than ``request.max_content_length`` (413).
+        ChunkedBodyUnsupported: chunked, and the server cannot pass it on (411).
+        ClientDisconnected: the body ended before its Content-Length (400).
+    """
+    environ = request.environ
+    limit = request.max_content_length
+    length = request.content_length
+    if limit is not None and length is not None and length > limit:
+        raise BodyTooLarge(limit)
+    stream = environ["wsgi.input"]
+    remaining: int | None = length
+    if environ.get("wsgi.input_terminated"):
+        remaining = None
+    elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        raise ChunkedBodyUnsupported()
+    elif length is None:
+        return iter(())
+    return _read(stream, remaining, limit)
+
+
+def _read(stream: Any, remaining: int | None, limit: int | None) -> Iterator[bytes]:
+    total = 0
+    while remaining is None or remaining > 0:
+        data = stream.read(_CHUNK if remaining is None else min(_CHUNK, remaining))
+        if not data:
+            if remaining:
+                raise ClientDisconnected()
+            return
+        total += len(data)
+        if limit is not None and total > limit:
+            raise BodyTooLarge(limit)
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+
+
+def _events(parser: MultipartParser, body: Any) -> Iterator[PartStart | PartData]:
+    for chunk in body:
+        yield from parser.feed(chunk)
+    yield from parser.close()
+
+
+def _part(events: Iterator[PartStart | PartData]) -> Iterator[PartData]:
+    for event in events:
+        assert isinstance(event, PartData)
+        yield event
+        if event.last:
+            return
+
+
+class _Counted:
+    """The bytes of one part, counted as they pass."""
+
+    def __init__(self, parts: Iterator[PartData]) -> None:
+        self._parts = parts
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self._parts:
+            self.size += len(part.data)
+            yield part.data
