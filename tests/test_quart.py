@@ -222,7 +222,7 @@ async def test_client_disconnect_mid_upload_leaves_nothing(root: Path) -> None:
 
 
 async def test_body_buffer_is_bounded_when_view_is_slow(root: Path) -> None:
-    app, fs = await new_app(root, HASHFS_BODY_BUFFER=256 << 10)
+    app, _ = await new_app(root, HASHFS_BODY_BUFFER=256 << 10)
     seen: list[int] = []
 
     @app.post("/slow")

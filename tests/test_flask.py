@@ -1,0 +1,344 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import flask_hashfs
+import hashfs
+import pytest
+from flask import Flask, request
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+from flask_shim import FlaskHashFS, SyncHashFS
+
+from .conftest import stored_files, temp_files
+
+DATA = os.urandom(200_000)
+DATA_ID = hashlib.sha256(DATA).hexdigest()
+
+
+def make_app(root: Path, **config: Any) -> tuple[Flask, FlaskHashFS]:
+    app = Flask(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), HASHFS_PATH_PREFIX="/files", **config)
+    fs = FlaskHashFS(app)
+
+    @app.post("/raw")
+    def raw() -> Any:
+        if "big" in request.args:
+            request.max_content_length = 1 << 40
+        address = fs.put(request.stream, extension=request.args.get("ext"))
+        return {"id": address.id, "url": fs.url_for(address), "dup": address.is_duplicate}
+
+    @app.post("/uploads")
+    def uploads() -> Any:
+        stored = fs.put_uploads()
+        return {
+            "files": [
+                [u.name, u.address.id, u.address.relpath, u.filename, u.content_type, u.size]
+                for u in stored.files.values()
+            ],
+            "form": stored.form.to_dict(flat=False),
+        }
+
+    @app.post("/filestorage")
+    def filestorage() -> Any:
+        return {"id": fs.put(request.files["file"], extension="bin").id}
+
+    return app, fs
+
+
+def multipart(fields: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    boundary, body = encode_multipart(fields)
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+class Trickle(io.RawIOBase):
+    """A body that arrives in small reads and cannot seek, as from a socket."""
+
+    def __init__(self, data: bytes, size: int = 7000) -> None:
+        self._data = data
+        self._size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size, len(self._data))
+        buffer[:n] = self._data[:n]
+        self._data = self._data[n:]
+        return n
+
+
+def chunked(client: Any, path: str, data: bytes, terminated: bool = True, **kw: Any) -> Any:
+    environ: dict[str, Any] = {"wsgi.input": io.BufferedReader(Trickle(data))}
+    if terminated:
+        environ["wsgi.input_terminated"] = True
+    # The test client would replace a multipart boundary given as a header.
+    content_type = kw.pop("headers", {}).get("Content-Type")
+    if content_type:
+        environ["CONTENT_TYPE"] = content_type
+    headers = {"Transfer-Encoding": "chunked"}
+    return client.post(path, headers=headers, environ_overrides=environ, **kw)
+
+
+def test_put_raw_body_and_url_for(root: Path) -> None:
+    app, _ = make_app(root)
+    client = app.test_client()
+    response = client.post("/raw?ext=bin", data=DATA)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["id"] == DATA_ID
+    relpath = os.path.relpath(hashfs.HashFS(root).idpath(DATA_ID, "bin"), root)
+    assert body["url"] == f"http://localhost/files/{relpath}"
+    assert not body["dup"]
+    assert client.post("/raw?ext=bin", data=DATA).get_json()["dup"]
+    assert stored_files(root) == [relpath]
+
+
+def test_chunked_raw_body(root: Path) -> None:
+    app, _ = make_app(root)
+    response = chunked(app.test_client(), "/raw", DATA)
+    assert response.status_code == 200
+    assert response.get_json()["id"] == DATA_ID
+
+
+def test_chunked_body_the_server_cannot_pass_on_is_411(root: Path) -> None:
+    app, _ = make_app(root)
+    response = chunked(app.test_client(), "/raw", DATA, terminated=False)
+    assert response.status_code == 411
+    assert b"Content-Length" in response.data
+    assert stored_files(root) == []
+
+
+def test_put_uploads_streams_files_and_collects_fields(root: Path) -> None:
+    app, _ = make_app(root)
+    body, headers = multipart(
+        {
+            "photo": FileStorage(io.BytesIO(DATA), "Holiday.JPG", content_type="image/jpeg"),
+            "notes": FileStorage(io.BytesIO(b"plain"), "notes.tar.gz*"),
+            "empty": FileStorage(io.BytesIO(b""), ""),
+            "title": "Sommer ☀",
+        }
+    )
+    response = chunked(app.test_client(), "/uploads", body, headers=headers)
+    assert response.status_code == 200, response.data
+    result = response.get_json()
+    photo, notes = result["files"]
+    assert photo[:2] == ["photo", DATA_ID]
+    assert photo[2].endswith(".jpg")
+    assert photo[3:] == ["Holiday.JPG", "image/jpeg", len(DATA)]
+    assert notes[1] == hashlib.sha256(b"plain").hexdigest()
+    assert "." not in os.path.basename(notes[2])
+    assert result["form"] == {"title": ["Sommer ☀"]}
+    assert len(stored_files(root)) == 2
+
+
+def test_put_file_storage_from_request_files(root: Path) -> None:
+    app, _ = make_app(root)
+    body, headers = multipart({"file": FileStorage(io.BytesIO(DATA), "a.bin")})
+    response = app.test_client().post("/filestorage", data=body, headers=headers)
+    assert response.get_json()["id"] == DATA_ID
+
+
+def test_max_content_length_counts_every_streamed_byte(root: Path) -> None:
+    app, _ = make_app(root, MAX_CONTENT_LENGTH=100_000)
+    response = chunked(app.test_client(), "/raw", DATA)
+    assert response.status_code == 413
+    assert b"100000 bytes" in response.data
+    assert stored_files(root) == []
+    assert temp_files(root) == []
+    assert chunked(app.test_client(), "/raw", DATA[:100_000]).status_code == 200
+
+
+def test_content_length_over_limit_is_413(root: Path) -> None:
+    app, _ = make_app(root, MAX_CONTENT_LENGTH=1000)
+    assert app.test_client().post("/raw", data=DATA).status_code == 413
+    assert stored_files(root) == []
+
+
+def test_a_route_may_allow_larger_bodies(root: Path) -> None:
+    app, _ = make_app(root, MAX_CONTENT_LENGTH=1000)
+    response = app.test_client().post("/raw?big=1", data=DATA)
+    assert response.status_code == 200
+    assert response.get_json()["id"] == DATA_ID
+
+
+def test_hashfs_max_size_gives_413_and_stores_nothing(root: Path) -> None:
+    app, _ = make_app(root, HASHFS_MAX_SIZE=1000)
+    assert app.test_client().post("/raw", data=DATA).status_code == 413
+    body, headers = multipart({"f": FileStorage(io.BytesIO(DATA), "a.bin")})
+    response = app.test_client().post("/uploads", data=body, headers=headers)
+    assert response.status_code == 413
+    assert b"uploaded file" in response.data
+    assert stored_files(root) == []
+    assert temp_files(root) == []
+
+
+def test_bad_extension_is_400(root: Path) -> None:
+    app, _ = make_app(root)
+    response = app.test_client().post("/raw?ext=../../x", data=DATA)
+    assert response.status_code == 400
+    assert b"invalid extension" in response.data
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"not multipart at all", "multipart/form-data; boundary=xyz"),
+        (
+            b"--xyz\r\nContent-Type: text/plain\r\n\r\nno disposition\r\n--xyz--\r\n",
+            "multipart/form-data; boundary=xyz",
+        ),
+        (
+            b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\ncut short',
+            "multipart/form-data; boundary=xyz",
+        ),
+        (b"whatever", "multipart/form-data"),
+        (b"whatever", "application/json"),
+    ],
+    ids=[
+        "no-boundary-in-body",
+        "no-disposition",
+        "truncated",
+        "no-boundary-param",
+        "not-multipart",
+    ],
+)
+def test_malformed_multipart_is_400(root: Path, body: bytes, content_type: str) -> None:
+    app, _ = make_app(root)
+    response = app.test_client().post(
+        "/uploads", data=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 400
+    assert b"multipart" in response.data.lower()
+    assert stored_files(root) == []
+    assert temp_files(root) == []
+
+
+def test_body_shorter_than_content_length_stores_nothing(root: Path) -> None:
+    app, _ = make_app(root)
+    response = app.test_client().post(
+        "/raw",
+        environ_overrides={
+            "CONTENT_LENGTH": str(len(DATA)),
+            "wsgi.input": io.BufferedReader(Trickle(DATA[:50_000])),
+        },
+    )
+    assert response.status_code == 400
+    assert stored_files(root) == []
+    assert temp_files(root) == []
+
+
+def test_extension_state_and_proxies(root: Path, tmp_path: Path) -> None:
+    app, fs = make_app(root)
+    other = Flask("other")
+    other.config.update(HASHFS_ROOT_FOLDER=str(tmp_path / "other"), HASHFS_DEPTH=2)
+    fs.init_app(other)
+    with app.app_context():
+        assert isinstance(fs.store, SyncHashFS)
+        assert isinstance(fs.client, hashfs.HashFS)
+        assert app.extensions["hashfs"]["client"] is fs.client
+        assert fs.client.root == fs.store.root == fs.root == str(root)
+        assert fs.depth == 4
+        address = fs.put(DATA)
+        assert fs.get(DATA_ID) == address
+        assert fs.exists(DATA_ID)
+        with fs.open(DATA_ID) as file:
+            assert file.read() == DATA
+        assert fs.count() == 1
+        fs.delete(DATA_ID)
+        assert fs.url_for("a/b.txt", external=False) == "/files/a/b.txt"
+    with other.app_context():
+        assert fs.depth == 2
+    with pytest.raises(RuntimeError, match="already registered"):
+        fs.init_app(app)
+    with (
+        Flask("bare").app_context(),
+        pytest.raises(RuntimeError, match="forget to call 'init_app'"),
+    ):
+        fs.store  # noqa: B018
+
+
+# -- drop-in for Flask-HashFS 0.3.0 ---------------------------------------------
+
+
+@pytest.mark.parametrize("extension", [FlaskHashFS, flask_hashfs.FlaskHashFS])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"HASHFS_ROOT_FOLDER": None}, '"HASHFS_ROOT_FOLDER" must be set'),
+        ({"HASHFS_PATH_PREFIX": None}, '"HASHFS_PATH_PREFIX" must be set'),
+        ({"HASHFS_PATH_PREFIX": "files"}, "must start with a leading slash"),
+    ],
+)
+def test_config_errors_match_flask_hashfs(
+    root: Path, extension: Any, config: dict[str, Any], message: str
+) -> None:
+    app = Flask(__name__)
+    app.config.update({"HASHFS_ROOT_FOLDER": str(root), **config})
+    with pytest.raises(ValueError, match=message):
+        extension(app)
+
+
+def test_defaults_match_flask_hashfs(root: Path) -> None:
+    ours, theirs = Flask("ours"), Flask("theirs")
+    for app, extension in ((ours, FlaskHashFS), (theirs, flask_hashfs.FlaskHashFS)):
+        app.config["HASHFS_ROOT_FOLDER"] = str(root)
+        extension(app)
+    for key, value in theirs.config.items():
+        if key.startswith("HASHFS_"):
+            assert ours.config[key] == value, key
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"HASHFS_PATH_PREFIX": "/files"},
+        {"HASHFS_PATH_PREFIX": "/files/"},
+        {"HASHFS_HOST": "https://cdn.example.com"},
+        {"HASHFS_HOST": "https://cdn.example.com/base/", "HASHFS_PATH_PREFIX": "/files/"},
+    ],
+)
+@pytest.mark.parametrize("relpath", ["a/b/c.txt", "/a/b/", "", "x"])
+@pytest.mark.parametrize("external", [True, False])
+def test_urls_match_flask_hashfs(
+    root: Path, config: dict[str, Any], relpath: str, external: bool
+) -> None:
+    urls = []
+    for extension in (FlaskHashFS, flask_hashfs.FlaskHashFS):
+        app = Flask(__name__)
+        app.config.update({"HASHFS_ROOT_FOLDER": str(root), **config})
+        fs = extension(app)
+        with app.test_request_context("/app/page", base_url="http://localhost:5000/app/"):
+            urls.append(fs.url_for(relpath, external=external))
+    assert urls[0] == urls[1]
+
+
+def test_swapping_the_import_keeps_an_app_working(root: Path) -> None:
+    def build(extension: Any) -> Any:
+        app = Flask(__name__)
+        app.config.update(HASHFS_ROOT_FOLDER=str(root), HASHFS_PATH_PREFIX="/f")
+        fs = extension(app)
+
+        @app.post("/up")
+        def up() -> Any:
+            address = fs.put(request.files["file"], extension="txt")
+            found = fs.get(address.id)
+            with fs.open(address.id) as file:
+                content = file.read()
+            return {"url": fs.url_for(address.relpath), "found": found.relpath, "n": len(content)}
+
+        return app
+
+    results = []
+    for extension in (flask_hashfs.FlaskHashFS, FlaskHashFS):
+        body, headers = multipart({"file": FileStorage(io.BytesIO(DATA), "x.txt")})
+        results.append(
+            build(extension).test_client().post("/up", data=body, headers=headers).get_json()
+        )
+    assert results[0] == results[1]
