@@ -38,7 +38,7 @@ def ensure_venv() -> None:
 
 def main(argv: list[str]) -> int:
     commands = {
-        "demo": [str(PYTHON), str(HERE / "examples" / "quickstart.py")],
+        "demo": [str(PYTHON), str(HERE / "examples" / "quart_app.py")],
         "test": [str(PYTHON), "-m", "pytest"],
     }
     if not argv or argv[0] not in commands:
