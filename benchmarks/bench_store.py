@@ -57,6 +57,8 @@ CHUNK_SIZE = 1 << 20
 SMALL_SIZE = 1 << 10
 IN_FLIGHT = 16
 EXTENSION = "jpg"
+#: A contender whose rounds spread more than this around the median is flagged.
+NOISY = 0.25
 
 
 # -- measurement --------------------------------------------------------------
@@ -191,7 +193,7 @@ def write_random_file(path: str, size: int) -> str:
 def count_stored(root: str) -> int:
     """Count files under ``root``, skipping dot folders (our temp folder)."""
     total = 0
-    for folder, subfolders, names in os.walk(root):
+    for _folder, subfolders, names in os.walk(root):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         total += sum(1 for name in names if not name.startswith("."))
     return total
@@ -387,7 +389,7 @@ def gets_case(workspace: Workspace, gets: int) -> Case:
 
     def measure(get: Callable[[str], object]) -> Callable[[int], float]:
         def run(round_: int) -> float:
-            found = []
+            found: list[object] = []
             append = found.append
             started = start_timer()
             for id in ids:
@@ -418,14 +420,15 @@ def mount_of(path: str) -> tuple[str, str, str]:
     """Return ``(mount point, fs type, device)`` holding ``path``, from /proc/mounts."""
     path = os.path.realpath(path)
     best = ("?", "unknown", "?")
+    longest = -1
     try:
         with open("/proc/self/mounts") as mounts:
             for line in mounts:
                 device, point, fstype = line.split()[:3]
                 point = point.replace("\\040", " ")
                 inside = path == point or path.startswith(point.rstrip("/") + "/")
-                if inside and len(point) >= len(best[0].replace("?", "")):
-                    best = (point, fstype, device)
+                if inside and len(point) >= longest:
+                    best, longest = (point, fstype, device), len(point)
     except OSError:
         pass
     return best
@@ -490,17 +493,16 @@ def render_table(header: Sequence[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [list(header), *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 def report(cases: list[Case]) -> list[Verdict]:
-    header = [
-        "case", "contender", "median time", "median rate", "spread",
-        "vs", "ratio", "target", "result",
-    ]
+    header = ["case", "contender", "median time", "median rate", "spread"]
+    header += ["vs", "ratio", "target", "result"]
     rows: list[list[str]] = []
     verdicts: list[Verdict] = []
     for case in cases:
@@ -524,7 +526,7 @@ def report(cases: list[Case]) -> list[Verdict]:
             comparisons = [
                 [
                     v.anchor.key,
-                    "-" if v.ratio is None else f"{v.ratio:.2f}x",
+                    "-" if v.ratio is None else f"{v.ratio:.3f}x",
                     f">= {v.minimum:g}x",
                     "PASS" if v.passed else "FAIL",
                 ]
@@ -547,6 +549,21 @@ def report(cases: list[Case]) -> list[Verdict]:
     return verdicts
 
 
+def print_rounds(cases: list[Case]) -> None:
+    print("## Rounds (in order run)")
+    print()
+    for case in cases:
+        for contender in case.contenders:
+            times = ", ".join(format_time(t) for t in contender.times)
+            print(f"- {case.title} / {contender.label}: {times}")
+    print()
+
+
+def noisy_run(contender: Contender) -> bool:
+    median = contender.median
+    return median is not None and (max(contender.times) - min(contender.times)) / median > NOISY
+
+
 def print_summary(verdicts: list[Verdict], elapsed: float) -> None:
     passed = [v for v in verdicts if v.passed]
     print("## Summary")
@@ -555,13 +572,25 @@ def print_summary(verdicts: list[Verdict], elapsed: float) -> None:
     for v in verdicts:
         if v.passed:
             continue
-        got = "no result" if v.ratio is None else f"{v.ratio:.2f}x"
+        got = "no result" if v.ratio is None else f"{v.ratio:.3f}x"
         print(
             f"- MISSED: {v.case.title}: {v.contender.label} vs {v.anchor.label}: "
             f"{got}, target >= {v.minimum:g}x"
         )
     if len(passed) == len(verdicts):
         print("All targets met.")
+    noisy: dict[str, None] = {}  # ordered, without repeats
+    for v in verdicts:
+        for contender in (v.contender, v.anchor):
+            if noisy_run(contender):
+                noisy[f"{v.case.title}: {contender.label}"] = None
+    if noisy:
+        print(
+            f"Spread above {NOISY:.0%} (verdicts involving these are shaky; "
+            "rerun with more --rounds or on a quieter filesystem):"
+        )
+        for name in noisy:
+            print(f"- {name}")
     print("(Benchmarks report; the exit status is 0 either way.)")
 
 
@@ -571,13 +600,17 @@ def print_summary(verdicts: list[Verdict], elapsed: float) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke run: 32 MiB, 300 puts, 300 gets, 2 rounds",
     )
     parser.add_argument("--rounds", type=int, help="measured rounds per case (default 5, quick 2)")
     parser.add_argument("--size-mib", type=int, help="size of the large put (default 256)")
     parser.add_argument("--puts", type=int, help="small puts per round (default 2000)")
     parser.add_argument("--gets", type=int, help="files to get per round (default 2000)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print every round's time"
+    )
     parser.add_argument(
         "--dir",
         default=os.environ.get("BENCH_DIR") or os.getcwd(),
@@ -604,23 +637,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_dir = os.path.realpath(args.dir)
     print("# async-hashfs store benchmark")
     print()
-    print_machine(bench_dir, args)
     began = time.perf_counter()
-    workspace = Workspace(bench_dir)
-    cases: list[Case] = []
     try:
-        for build in (
-            lambda: large_put_case(workspace, args.size_mib),
-            lambda: small_puts_case(workspace, args.puts, args.rounds),
-            lambda: gets_case(workspace, args.gets),
-        ):
-            case = build()
+        workspace = Workspace(bench_dir)
+    except OSError as exc:
+        print(f"Cannot make a temp folder in {bench_dir}: {exc}. Nothing was measured.")
+        return 0
+    print_machine(bench_dir, args)
+    cases: list[Case] = []
+    failures = 0
+    builders: list[Callable[[], Case]] = [
+        lambda: large_put_case(workspace, args.size_mib),
+        lambda: small_puts_case(workspace, args.puts, args.rounds),
+        lambda: gets_case(workspace, args.gets),
+    ]
+    try:
+        for build in builders:
+            try:
+                case = build()
+            except Exception:
+                failures += 1
+                print("  ! a case could not be set up:", file=sys.stderr)
+                traceback.print_exc()
+                continue
             run_case(case, args.rounds)
             cases.append(case)
     finally:
         workspace.close()
     verdicts = report(cases)
+    if args.verbose:
+        print_rounds(cases)
     print_summary(verdicts, time.perf_counter() - began)
+    if failures:
+        print(f"{failures} case(s) could not be set up; see the errors above.")
     return 0
 
 
