@@ -295,35 +295,36 @@ class Engine:
         return relpath if stat.S_ISREG(mode) else None
 
     def _find_id(self, id: str) -> str | None:
-        layout = self.layout
-        parts = layout.shard(id)
+        parts = self.layout.shard(id)
         name = parts[-1]
-        folder = os.path.join(layout.root, *parts[:-1])
+        folders = os.sep.join(parts[:-1])
         prefix = name + "."
         found = None
         try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name == name:
+            with os.scandir(self.layout.abspath(folders) if folders else self.layout.root) as it:
+                for entry in it:
+                    entry_name = entry.name
+                    if entry_name == name:
                         if entry.is_file(follow_symlinks=False):
                             found = name
                             break
                     elif (
                         found is None
-                        and entry.name.startswith(prefix)
+                        and entry_name.startswith(prefix)
                         and entry.is_file(follow_symlinks=False)
                     ):
-                        found = entry.name
+                        found = entry_name
         except (FileNotFoundError, NotADirectoryError):
             return None
         if found is None or not self._folders_are_real(parts[:-1]):
             return None
-        return os.path.join(*parts[:-1], found) if len(parts) > 1 else found
+        return folders + os.sep + found if folders else found
 
     def _folders_are_real(self, folders: list[str]) -> bool:
+        # Each shard folder must be a real folder, not a symlink out of the root.
         path = self.layout.root
         for folder in folders:
-            path = os.path.join(path, folder)
+            path = path + os.sep + folder
             try:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
                     return False

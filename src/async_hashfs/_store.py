@@ -185,7 +185,9 @@ class AsyncHashFS(BaseHashFS):
 
     async def _pump(self, chunks: AsyncIterable[Any], writer: BlobWriter) -> None:
         """Feed ``chunks`` to ``writer`` in batches, overlapping reading and writing."""
-        send, receive = anyio.create_memory_object_stream[list[Any]]()
+        # One batch may wait while another is written: the writer thread never
+        # idles for a loop round-trip between batches.
+        send, receive = anyio.create_memory_object_stream[list[Any]](1)
         failures: list[Exception] = []
 
         async def write_batches() -> None:
