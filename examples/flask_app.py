@@ -50,7 +50,9 @@ def create_app(root: str | None = None) -> Flask:
             if address is None:
                 continue
             url = url_for("download", relpath=address.relpath)
-            rows.append(ROW.format(url=html.escape(url), id=address.id, size=os.path.getsize(path)))
+            rows.append(
+                ROW.format(url=html.escape(url), id=address.id, size=os.path.getsize(path))
+            )
         return PAGE.format(rows="\n  ".join(rows))
 
     @app.post("/upload")

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import anyio
-
 from quart import Quart, abort, redirect, request, url_for
 
 from async_hashfs import QuartHashFS

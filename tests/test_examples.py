@@ -16,8 +16,8 @@ from werkzeug.test import encode_multipart
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
 
-import flask_app  # noqa: E402
-import quart_app  # noqa: E402
+import flask_app
+import quart_app
 
 DATA = os.urandom(300_000)
 DATA_ID = hashlib.sha256(DATA).hexdigest()
