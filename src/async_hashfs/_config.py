@@ -31,7 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_SERVE": False,
     "HASHFS_THREADS": None,
     "HASHFS_BODY_BUFFER": 1 << 20,
+    "HASHFS_SENDFILE": None,
+    "HASHFS_ACCEL_PREFIX": "/_hashfs/",
 }
+
+SENDFILE_HEADERS = {"x-accel-redirect": "X-Accel-Redirect", "x-sendfile": "X-Sendfile"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Settings:
     serve: bool
     threads: int | None
     body_buffer: int
+    sendfile: str | None
+    accel_prefix: str
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
@@ -87,7 +93,18 @@ class Settings:
             raise ValueError(
                 '"HASHFS_SERVE" needs a non-empty "HASHFS_PATH_PREFIX" to serve files under'
             )
+        sendfile = config["HASHFS_SENDFILE"]
+        if sendfile is not None and str(sendfile).lower() not in SENDFILE_HEADERS:
+            raise ValueError(
+                '"HASHFS_SENDFILE" must be None, "x-accel-redirect" or "x-sendfile", '
+                f"not {sendfile!r}"
+            )
+        accel_prefix = str(config["HASHFS_ACCEL_PREFIX"])
+        if not accel_prefix.startswith("/"):
+            raise ValueError(f'"HASHFS_ACCEL_PREFIX" must start with "/", not {accel_prefix!r}')
         return cls(
+            sendfile=None if sendfile is None else str(sendfile).lower(),
+            accel_prefix=accel_prefix,
             host=config["HASHFS_HOST"],
             path_prefix=prefix,
             root_folder=str(config["HASHFS_ROOT_FOLDER"]),
@@ -114,6 +131,19 @@ class Settings:
             "max_size": self.max_size,
             "fsync": self.fsync,
         }
+
+    @property
+    def serve_rule(self) -> str:
+        """The URL rule of the serving route."""
+        return self.path_prefix.rstrip("/") + "/<path:relpath>"
+
+    def offload(self, abspath: str, relpath: str) -> tuple[str, str] | None:
+        """The header that hands a file to the front server, if one is configured."""
+        if self.sendfile is None:
+            return None
+        if self.sendfile == "x-sendfile":
+            return SENDFILE_HEADERS["x-sendfile"], abspath
+        return SENDFILE_HEADERS["x-accel-redirect"], join_url(self.accel_prefix, relpath)
 
     def url_for(self, relpath: str, external: bool, request_host: Callable[[], str]) -> str:
         """Return Flask-HashFS's URL for ``relpath``.

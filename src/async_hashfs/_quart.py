@@ -14,15 +14,18 @@ and TCP pushes back on the client), and the limit counts every byte.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
+import anyio
 from hashfs import HashAddress
-from quart import Quart, current_app, request
+from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body
 
 from ._config import AppState, Settings
+from ._http import SERVE_CHUNK, open_served, plan_response
 from ._store import AsyncHashFS
 from ._web import (
     BodyTooLarge,
@@ -173,6 +176,10 @@ class QuartHashFS:
         )
         store._engine.makepath(store.root)
         app.extensions[_EXTENSION] = AppState(settings, store)
+        if settings.serve:
+            app.add_url_rule(
+                settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
+            )
         base = app.asgi_http_class
         if not issubclass(base, _BoundedConnection):
             app.asgi_http_class = type(f"Bounded{base.__name__}", (_BoundedConnection, base), {})
@@ -287,6 +294,62 @@ class QuartHashFS:
                 StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
             )
         return uploads
+
+
+async def _serve_file(relpath: str) -> Response:
+    """The serving route: a stored file by its content address, with HTTP's file rules."""
+    state: AppState = current_app.extensions[_EXTENSION]
+    store: AsyncHashFS = state.store
+    served = await store._run(open_served, store._engine, relpath)
+    if served is None:
+        abort(404)
+    offload = state.settings.offload(store.layout.abspath(relpath), relpath)
+    plan = plan_response(
+        request.method, request.headers.get, served, request.args.get("download"), offload
+    )
+    body = _FileBody(store, served.file, plan.start, plan.end)
+    if not plan.has_body:
+        await body.aclose()
+    response = Response(body, plan.status, plan.headers)
+    response.timeout = None  # a large file may take longer than RESPONSE_TIMEOUT
+    if "Content-Type" not in plan.headers:
+        del response.headers["Content-Type"]
+    return response
+
+
+class _FileBody:
+    """Bytes ``[start, end)`` of an open file, read one worker-thread hop per chunk.
+
+    Quart calls ``aclose()`` when the response ends, however it ends, which
+    closes the file even when no byte was read.
+    """
+
+    def __init__(self, store: AsyncHashFS, file: Any, start: int, end: int) -> None:
+        self._store = store
+        self._file = file
+        self._position = start
+        self._end = end
+
+    def __aiter__(self) -> _FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._position < self._end and not self._file.closed:
+            size = min(SERVE_CHUNK, self._end - self._position)
+            fd = self._file.fileno()
+            data: bytes = await self._store._run(
+                os.pread, fd, size, self._position, read_only=True
+            )
+            if data:
+                self._position += len(data)
+                return data
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if not self._file.closed:
+            with anyio.CancelScope(shield=True):
+                await self._store._run(self._file.close)
 
 
 async def _events(parser: MultipartParser, body: Any) -> AsyncIterator[PartStart | PartData]:

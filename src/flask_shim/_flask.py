@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, abort, current_app, request
 from hashfs import HashAddress
 from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import wrap_file
 
 from async_hashfs._config import AppState, Settings
+from async_hashfs._http import SERVE_CHUNK, FileRange, open_served, plan_response
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -61,6 +63,10 @@ class FlaskHashFS:
         store = SyncHashFS(settings.root_folder, **settings.store_options())
         store.makepath(store.root)
         app.extensions[_EXTENSION] = AppState(settings, store)
+        if settings.serve:
+            app.add_url_rule(
+                settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
+            )
 
     # -- the current app's store ---------------------------------------------
 
@@ -171,6 +177,33 @@ class FlaskHashFS:
                 StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
             )
         return uploads
+
+
+def _serve_file(relpath: str) -> Response:
+    """The serving route: a stored file by its content address, with HTTP's file rules."""
+    state: AppState = current_app.extensions[_EXTENSION]
+    store: SyncHashFS = state.store
+    served = open_served(store._engine, relpath)
+    if served is None:
+        abort(404)
+    offload = state.settings.offload(store.layout.abspath(relpath), relpath)
+    plan = plan_response(
+        request.method, request.headers.get, served, request.args.get("download"), offload
+    )
+    file = served.file
+    body: Any
+    if not plan.has_body:
+        file.close()
+        body = ()
+    elif plan.status == 200:
+        # The server's wsgi.file_wrapper may send it with sendfile (gunicorn does).
+        body = wrap_file(request.environ, file, SERVE_CHUNK)
+    else:
+        body = FileRange(file, plan.start, plan.end)
+    response = Response(body, plan.status, plan.headers, direct_passthrough=True)
+    if "Content-Type" not in plan.headers:
+        del response.headers["Content-Type"]
+    return response
 
 
 def _is_request_stream(src: object) -> bool:

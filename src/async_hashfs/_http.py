@@ -1,0 +1,268 @@
+"""How a stored file is served over HTTP, written once for Quart and Flask.
+
+Pure functions over request headers and the file's metadata, plus one
+blocking ``open_served`` for a worker thread. Stored files never change and
+are named by their hash, so the rules are simple and strict (RFC 9110): a
+strong ETag of the hash, an immutable year-long cache, preconditions in the
+RFC's order (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since,
+then Range with If-Range), single byte ranges, and a suffix range longer
+than the file selecting the whole file rather than failing.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate, parsedate_to_datetime
+from typing import IO
+from urllib.parse import quote
+
+from ._engine import Engine
+
+__all__ = [
+    "CACHE_CONTROL",
+    "Plan",
+    "ServedFile",
+    "content_disposition",
+    "content_type",
+    "open_served",
+    "parse_range",
+    "plan_response",
+    "FileRange",
+]
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Bytes read per worker-thread hop when streaming a file.
+SERVE_CHUNK = 1 << 20
+_NOT_MODIFIED_HEADERS = ("ETag", "Cache-Control", "Last-Modified", "Vary")
+
+
+@dataclass
+class ServedFile:
+    """An open stored file with what the headers need."""
+
+    file: IO[bytes]
+    relpath: str
+    id: str
+    extension: str
+    size: int
+    mtime: float
+    content_type: str
+
+
+def open_served(engine: Engine, relpath: str) -> ServedFile | None:
+    """Open the file at content address ``relpath`` for serving, or ``None``.
+
+    Only exact content addresses qualify: anything else (a misplaced file,
+    a folder, the temp folder, a traversal, a symlink) is ``None``. Blocks.
+    """
+    parsed = engine.layout.parse_address(relpath)
+    if parsed is None or engine.resolve_relpath(relpath) != relpath:
+        return None
+    try:
+        fd = os.open(engine.layout.abspath(relpath), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    file = os.fdopen(fd, "rb", buffering=0)
+    id, extension = parsed
+    return ServedFile(
+        file, relpath, id, extension, info.st_size, info.st_mtime, content_type(extension)
+    )
+
+
+class FileRange:
+    """A WSGI body: bytes ``[start, end)`` of an open file, closed by ``close()``.
+
+    The server calls ``close()`` however the response ends, even before the
+    first byte, which a generator's ``finally`` would miss.
+    """
+
+    def __init__(self, file: IO[bytes], start: int, end: int) -> None:
+        self._file = file
+        self._start = start
+        self._end = end
+
+    def __iter__(self) -> Iterator[bytes]:
+        fd = self._file.fileno()
+        position = self._start
+        while position < self._end:
+            data = os.pread(fd, min(SERVE_CHUNK, self._end - position), position)
+            if not data:
+                return
+            position += len(data)
+            yield data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
+    """Parse a ``Range`` header into half-open byte ranges within ``size``.
+
+    Returns ``None`` when the header is absent or invalid (serve the whole
+    file) and ``[]`` when it is valid but no range is satisfiable (416).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        return None
+    ranges: list[tuple[int, int]] = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not dash:
+            return None
+        first, last = first.strip(), last.strip()
+        if not first:
+            if not last.isdigit():
+                return None
+            suffix = int(last)
+            if suffix > 0 and size > 0:
+                ranges.append((max(0, size - suffix), size))
+            continue
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        start = int(first)
+        stop = size if not last else int(last) + 1
+        if last and stop <= start:
+            return None
+        if start < size:
+            ranges.append((start, min(stop, size)))
+    return ranges
+
+
+def content_disposition(name: str) -> str:
+    """Return an ``attachment`` header value for download ``name`` (RFC 6266, RFC 8187)."""
+    name = os.path.basename(name.replace("\\", "/"))[:255] or "download"
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%;' else "_" for c in name)
+    value = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+@dataclass
+class Plan:
+    """What to answer: a status, headers and the body's byte range ``[start, end)``."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    start: int = 0
+    end: int = 0
+
+    @property
+    def has_body(self) -> bool:
+        return self.end > self.start
+
+
+def _etags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def _weak_match(tags: list[str], etag: str) -> bool:
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+def _date(header: str | None) -> float | None:
+    if not header:
+        return None
+    try:
+        return parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def plan_response(
+    method: str,
+    header: Callable[[str], str | None],
+    served: ServedFile,
+    download_name: str | None = None,
+    offload: tuple[str, str] | None = None,
+) -> Plan:
+    """Decide the answer to ``method`` on ``served``; ``header(name)`` reads a request header.
+
+    With ``offload`` (a header name and value, e.g. ``X-Accel-Redirect``), a
+    200 or 206 becomes a 200 with that header and no body: the front server
+    sends the bytes and answers ranges itself.
+    """
+    etag = f'"{served.id}"'
+    last_modified = int(served.mtime)
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Last-Modified": formatdate(last_modified, usegmt=True),
+        "Accept-Ranges": "bytes",
+        "Content-Type": served.content_type,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    }
+    if download_name:
+        headers["Content-Disposition"] = content_disposition(download_name)
+    safe = method in ("GET", "HEAD")
+
+    if_match = header("If-Match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:  # strong comparison
+            return Plan(412, _short(headers))
+    else:
+        since = _date(header("If-Unmodified-Since"))
+        if since is not None and last_modified > since:
+            return Plan(412, _short(headers))
+
+    if_none_match = header("If-None-Match")
+    if if_none_match is not None:
+        if _weak_match(_etags(if_none_match), etag):
+            return Plan(304 if safe else 412, _short(headers))
+    elif safe:
+        since = _date(header("If-Modified-Since"))
+        if since is not None and last_modified <= since:
+            return Plan(304, _short(headers))
+
+    size = served.size
+    if offload is not None:
+        headers[offload[0]] = offload[1]
+        return Plan(200, headers)
+    ranges = parse_range(header("Range"), size) if method == "GET" else None
+    if ranges is not None and not _if_range_holds(header("If-Range"), etag, last_modified):
+        ranges = None
+    if ranges == []:
+        headers["Content-Range"] = f"bytes */{size}"
+        headers["Content-Length"] = "0"
+        return Plan(416, headers)
+    if ranges is not None and len(ranges) == 1:
+        start, end = ranges[0]
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        return Plan(206, headers, start, end)
+    headers["Content-Length"] = str(size)
+    return Plan(200, headers, 0, size if method != "HEAD" else 0)
+
+
+def _if_range_holds(value: str | None, etag: str, last_modified: int) -> bool:
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return value == etag  # strong comparison; a weak tag never matches
+    date = _date(value)
+    return date is not None and int(date) == last_modified
+
+
+def _short(headers: dict[str, str]) -> dict[str, str]:
+    return {name: headers[name] for name in _NOT_MODIFIED_HEADERS if name in headers}
+
+
+def content_type(extension: str) -> str:
+    """Return the media type for a stored extension (may read the system's types once)."""
+    if not extension:
+        return "application/octet-stream"
+    guessed, _ = mimetypes.guess_type("file" + extension, strict=False)
+    return guessed or "application/octet-stream"
