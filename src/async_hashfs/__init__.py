@@ -10,6 +10,7 @@ from hashfs import HashAddress
 
 from ._engine import GCReport
 from ._exceptions import (
+    CorruptFile,
     FileTooLarge,
     HashFSError,
     InvalidExtension,
@@ -20,6 +21,7 @@ from ._exceptions import (
 from ._store import AsyncBinaryFile, AsyncHashFS, AsyncTextFile
 
 __all__ = [
+    "CorruptFile",
     "QuartHashFS",
     "AsyncBinaryFile",
     "AsyncHashFS",

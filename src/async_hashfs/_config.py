@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_SERVE": False,
     "HASHFS_THREADS": None,
     "HASHFS_BODY_BUFFER": 1 << 20,
+    "HASHFS_VERIFY_ON_READ": False,
     "HASHFS_SENDFILE": None,
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
 }
@@ -57,6 +58,7 @@ class Settings:
     body_buffer: int
     sendfile: str | None
     accel_prefix: str
+    verify_on_read: bool
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
@@ -103,6 +105,7 @@ class Settings:
         if not accel_prefix.startswith("/"):
             raise ValueError(f'"HASHFS_ACCEL_PREFIX" must start with "/", not {accel_prefix!r}')
         return cls(
+            verify_on_read=bool(config["HASHFS_VERIFY_ON_READ"]),
             sendfile=None if sendfile is None else str(sendfile).lower(),
             accel_prefix=accel_prefix,
             host=config["HASHFS_HOST"],

@@ -443,12 +443,12 @@ class Engine:
             digest.update(chunk)
         return digest.hexdigest()
 
-    def hash_file(self, path: str, checkpoint: Callable[[], None] | None = None) -> str:
-        """Return the hex digest of the file at ``path``."""
+    def hash_file(self, path: str | int, checkpoint: Callable[[], None] | None = None) -> str:
+        """Return the hex digest of the file at ``path`` (or open descriptor ``path``)."""
         digest = hashlib.new(self.layout.algorithm)
         buffer = bytearray(CHUNK_SIZE)
         view = memoryview(buffer)
-        with open(path, "rb", buffering=0) as file:
+        with open(path, "rb", buffering=0, closefd=not isinstance(path, int)) as file:
             while n := file.readinto(buffer):
                 if checkpoint is not None:
                     checkpoint()

@@ -8,12 +8,14 @@ already catches, so ``except ValueError`` and ``except IOError`` keep working::
     ├── InvalidSource        (ValueError, TypeError)   put() cannot read the source
     ├── FileTooLarge         (ValueError)   put() went past max_size
     ├── ReadOnlyError        (ValueError)   open() asked for a write mode
-    └── NotFound             (FileNotFoundError)   no stored file for a reference
+    ├── NotFound             (FileNotFoundError)   no stored file for a reference
+    └── CorruptFile          (OSError)      stored bytes no longer match their address
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CorruptFile",
     "FileTooLarge",
     "HashFSError",
     "InvalidExtension",
@@ -64,3 +66,12 @@ class NotFound(HashFSError, FileNotFoundError):
     def __init__(self, ref: object) -> None:
         super().__init__(f"Could not locate file: {ref}")
         self.ref = ref
+
+
+class CorruptFile(HashFSError, OSError):
+    """The bytes of a stored file no longer hash to its address."""
+
+    def __init__(self, relpath: str, actual: str) -> None:
+        super().__init__(f"stored file {relpath!r} is corrupt: its bytes hash to {actual}")
+        self.relpath = relpath
+        self.actual = actual

@@ -21,6 +21,7 @@ from typing import IO
 from urllib.parse import quote
 
 from ._engine import Engine
+from ._exceptions import CorruptFile
 
 __all__ = [
     "CACHE_CONTROL",
@@ -53,11 +54,14 @@ class ServedFile:
     content_type: str
 
 
-def open_served(engine: Engine, relpath: str) -> ServedFile | None:
+def open_served(engine: Engine, relpath: str, verify: bool = False) -> ServedFile | None:
     """Open the file at content address ``relpath`` for serving, or ``None``.
 
     Only exact content addresses qualify: anything else (a misplaced file,
     a folder, the temp folder, a traversal, a symlink) is ``None``. Blocks.
+
+    Raises:
+        CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
     """
     parsed = engine.layout.parse_address(relpath)
     if parsed is None or engine.resolve_relpath(relpath) != relpath:
@@ -72,6 +76,12 @@ def open_served(engine: Engine, relpath: str) -> ServedFile | None:
         return None
     file = os.fdopen(fd, "rb", buffering=0)
     id, extension = parsed
+    if verify:
+        actual = engine.hash_file(fd)
+        if actual != id:
+            file.close()
+            raise CorruptFile(relpath, actual)
+        file.seek(0)
     return ServedFile(
         file, relpath, id, extension, info.st_size, info.st_mtime, content_type(extension)
     )

@@ -14,6 +14,7 @@ and TCP pushes back on the client), and the limit counts every byte.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
@@ -24,7 +25,9 @@ from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body
 
+from ._cli import app_group
 from ._config import AppState, Settings
+from ._exceptions import CorruptFile
 from ._http import SERVE_CHUNK, open_served, plan_response
 from ._store import AsyncHashFS
 from ._web import (
@@ -42,6 +45,7 @@ from ._web import (
 __all__ = ["BoundedBody", "QuartHashFS"]
 
 _EXTENSION = "hashfs"
+logger = logging.getLogger("async_hashfs")
 
 
 class BoundedBody(Body):
@@ -180,6 +184,7 @@ class QuartHashFS:
             app.add_url_rule(
                 settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
             )
+        app.cli.add_command(app_group(settings))
         base = app.asgi_http_class
         if not issubclass(base, _BoundedConnection):
             app.asgi_http_class = type(f"Bounded{base.__name__}", (_BoundedConnection, base), {})
@@ -300,7 +305,13 @@ async def _serve_file(relpath: str) -> Response:
     """The serving route: a stored file by its content address, with HTTP's file rules."""
     state: AppState = current_app.extensions[_EXTENSION]
     store: AsyncHashFS = state.store
-    served = await store._run(open_served, store._engine, relpath)
+    try:
+        served = await store._run(
+            open_served, store._engine, relpath, state.settings.verify_on_read
+        )
+    except CorruptFile as exc:
+        logger.error("refusing to serve a corrupt file: %s", exc)
+        abort(500)
     if served is None:
         abort(404)
     offload = state.settings.offload(store.layout.abspath(relpath), relpath)

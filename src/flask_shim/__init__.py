@@ -5,6 +5,7 @@ from __future__ import annotations
 from hashfs import HashAddress
 
 from async_hashfs._exceptions import (
+    CorruptFile,
     FileTooLarge,
     HashFSError,
     InvalidExtension,
@@ -16,6 +17,7 @@ from async_hashfs._exceptions import (
 from ._store import SyncHashFS
 
 __all__ = [
+    "CorruptFile",
     "FlaskHashFS",
     "FileTooLarge",
     "HashAddress",

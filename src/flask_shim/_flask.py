@@ -7,6 +7,7 @@ It mirrors :class:`async_hashfs.QuartHashFS` method for method, without
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -15,7 +16,9 @@ from hashfs import HashAddress
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import wrap_file
 
+from async_hashfs._cli import app_group
 from async_hashfs._config import AppState, Settings
+from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import SERVE_CHUNK, FileRange, open_served, plan_response
 from async_hashfs._web import (
     BodyTooLarge,
@@ -35,6 +38,7 @@ from ._store import SyncHashFS
 __all__ = ["FlaskHashFS"]
 
 _EXTENSION = "hashfs"
+logger = logging.getLogger("async_hashfs")
 _CHUNK = 1 << 20
 
 
@@ -63,6 +67,7 @@ class FlaskHashFS:
         store = SyncHashFS(settings.root_folder, **settings.store_options())
         store.makepath(store.root)
         app.extensions[_EXTENSION] = AppState(settings, store)
+        app.cli.add_command(app_group(settings))
         if settings.serve:
             app.add_url_rule(
                 settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
@@ -183,7 +188,11 @@ def _serve_file(relpath: str) -> Response:
     """The serving route: a stored file by its content address, with HTTP's file rules."""
     state: AppState = current_app.extensions[_EXTENSION]
     store: SyncHashFS = state.store
-    served = open_served(store._engine, relpath)
+    try:
+        served = open_served(store._engine, relpath, state.settings.verify_on_read)
+    except CorruptFile as exc:
+        logger.error("refusing to serve a corrupt file: %s", exc)
+        abort(500)
     if served is None:
         abort(404)
     offload = state.settings.offload(store.layout.abspath(relpath), relpath)

@@ -1,0 +1,470 @@
+"""The ``hashfs`` command group: look after a store from the shell.
+
+The same group runs standalone (``async-hashfs --root DIR …``,
+``python -m async_hashfs``) and under ``flask hashfs …`` / ``quart hashfs …``
+on the app's configured store. Commands work on a blocking
+:class:`~flask_shim.SyncHashFS`; long ones show progress on a terminal.
+
+Exit codes: 0 done, 1 a check found problems (``verify``), 2 bad usage or a
+reference that names nothing, 3 the store's root is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import click
+
+from ._engine import CHUNK_SIZE
+from ._exceptions import HashFSError, NotFound
+from ._layout import Layout
+
+__all__ = ["app_group", "cli", "make_group"]
+
+T = TypeVar("T")
+StoreFactory = Callable[[], Any]
+
+
+def _store(ctx: click.Context) -> Any:
+    factory: StoreFactory = ctx.find_root().meta["hashfs.store"]
+    return factory()
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data) if as_json else text)
+
+
+class _Progress:
+    """A progress bar on a terminal (files, bytes, rate, ETA); silent otherwise."""
+
+    def __init__(self, label: str, total_bytes: int, quiet: bool) -> None:
+        self._bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            self._bar = click.progressbar(
+                length=max(total_bytes, 1),
+                label=label,
+                file=sys.stderr,
+                show_eta=True,
+                show_percent=True,
+                item_show_func=lambda item: item,
+            )
+            self._bar.__enter__()
+        self.files = 0
+        self.bytes = 0
+        self._started = time.monotonic()
+
+    def advance(self, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+        if self._bar is not None:
+            rate = self.bytes / max(time.monotonic() - self._started, 1e-9) / (1 << 20)
+            self._bar.update(size, f"{self.files} files, {rate:.0f} MiB/s")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+def _sizes(paths: Iterable[str]) -> list[tuple[str, int]]:
+    found = []
+    for path in paths:
+        try:
+            found.append((path, os.lstat(path).st_size))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> click.Group:
+    """Build the command group; ``factory`` gives the store (else ``--root`` options do)."""
+
+    def attach(ctx: click.Context, **options: Any) -> None:
+        if factory is not None:
+            ctx.meta["hashfs.store"] = factory
+            return
+        root = options.pop("root")
+        if not os.path.isdir(root):
+            click.echo(f"Error: store root {root!r} is not a folder", err=True)
+            ctx.exit(3)
+
+        def build() -> Any:
+            from flask_shim import SyncHashFS
+
+            return SyncHashFS(root, **options)
+
+        ctx.meta["hashfs.store"] = build
+
+    params: list[click.Parameter] = []
+    if factory is None:
+        params = [
+            click.Option(
+                ["--root"],
+                required=True,
+                envvar="HASHFS_ROOT_FOLDER",
+                help="Folder of the store (or $HASHFS_ROOT_FOLDER).",
+            ),
+            click.Option(["--depth"], type=int, default=4, show_default=True),
+            click.Option(["--width"], type=int, default=1, show_default=True),
+            click.Option(["--algorithm"], default="sha256", show_default=True),
+        ]
+    group = click.Group(
+        name,
+        params=params,
+        callback=click.pass_context(attach),
+        help="Look after a content-addressable store: put, get, check, repair, clean, migrate.",
+    )
+    for command in _COMMANDS:
+        group.add_command(command)
+    return group
+
+
+# -- commands -----------------------------------------------------------------
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--extension", "-e", default=None, help="Extension to store the files with.")
+@_json
+@_quiet
+@click.pass_context
+def put(
+    ctx: click.Context, files: tuple[str, ...], extension: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Store FILES (- reads standard input); print each id and relpath."""
+    store = _store(ctx)
+    sizes = [0 if f == "-" else _size_or_fail(ctx, f) for f in files]
+    progress = _Progress("put", sum(sizes), quiet)
+    results = []
+    try:
+        for path, size in zip(files, sizes, strict=True):
+            src: Any = sys.stdin.buffer if path == "-" else path
+            try:
+                address = store.put(src, extension)
+            except HashFSError as exc:
+                click.echo(f"Error: {path}: {exc}", err=True)
+                ctx.exit(2)
+            progress.advance(size)
+            results.append(
+                {
+                    "file": path,
+                    "id": address.id,
+                    "relpath": address.relpath,
+                    "duplicate": address.is_duplicate,
+                }
+            )
+    finally:
+        progress.close()
+    for result in results:
+        _emit(result, as_json, f"{result['id']}  {result['relpath']}")
+
+
+def _size_or_fail(ctx: click.Context, path: str) -> int:
+    try:
+        with open(path, "rb"):
+            pass
+        return os.path.getsize(path)
+    except OSError as exc:
+        click.echo(f"Error: cannot read {path!r}: {exc.strerror}", err=True)
+        ctx.exit(2)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@click.pass_context
+def get(ctx: click.Context, ref: str, output: str | None) -> None:
+    """Write the bytes of REF (an id, relpath or path) to standard output or a file."""
+    store = _store(ctx)
+    try:
+        source = store.open(ref)
+    except (NotFound, TypeError):
+        click.echo(f"Error: no stored file for {ref!r}", err=True)
+        ctx.exit(2)
+    with source:
+        if output is None:
+            shutil.copyfileobj(source, sys.stdout.buffer, CHUNK_SIZE)
+            sys.stdout.buffer.flush()
+        else:
+            with open(output, "wb") as target:
+                shutil.copyfileobj(source, target, CHUNK_SIZE)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@_json
+@click.pass_context
+def rm(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
+    """Delete REFS; exit 2 if one names no stored file (the others are deleted)."""
+    store = _store(ctx)
+    missing = []
+    for ref in refs:
+        address = store.get(ref)
+        if address is None:
+            missing.append(ref)
+            click.echo(f"Error: no stored file for {ref!r}", err=True)
+            continue
+        store.delete(address.relpath)
+        _emit({"deleted": address.id, "relpath": address.relpath}, as_json, address.relpath)
+    if missing:
+        ctx.exit(2)
+
+
+@click.command(name="ls")
+@click.option("--long", "-l", "long_", is_flag=True, help="Also size and id.")
+@_json
+@click.pass_context
+def ls(ctx: click.Context, long_: bool, as_json: bool) -> None:
+    """List stored files as they are found (nothing is collected in memory)."""
+    store = _store(ctx)
+    for path in store.files():
+        relpath = os.path.relpath(path, store.root)
+        if not (long_ or as_json):
+            click.echo(relpath)
+            continue
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            continue
+        id = store.layout.unshard(relpath)
+        _emit(
+            {"relpath": relpath, "id": id, "size": size}, as_json, f"{size:>12}  {id}  {relpath}"
+        )
+
+
+@click.command()
+@click.option("--top", default=5, show_default=True, help="How many of the largest files.")
+@_json
+@click.pass_context
+def stats(ctx: click.Context, top: int, as_json: bool) -> None:
+    """Count, total size, bytes by extension and the largest files."""
+    store = _store(ctx)
+    count = total = 0
+    by_extension: Counter[str] = Counter()
+    files_by_extension: Counter[str] = Counter()
+    largest: list[tuple[int, str]] = []
+    for path, size in _sizes(store.files()):
+        count += 1
+        total += size
+        extension = os.path.splitext(path)[1] or "(none)"
+        by_extension[extension] += size
+        files_by_extension[extension] += 1
+        largest = sorted([*largest, (size, os.path.relpath(path, store.root))], reverse=True)[:top]
+    data = {
+        "root": store.root,
+        "count": count,
+        "bytes": total,
+        "by_extension": {
+            ext: {"files": files_by_extension[ext], "bytes": size}
+            for ext, size in by_extension.most_common()
+        },
+        "largest": [{"relpath": relpath, "bytes": size} for size, relpath in largest],
+    }
+    lines = [f"root      {store.root}", f"files     {count}", f"bytes     {total}"]
+    lines += [
+        f"  {ext:<10} {files_by_extension[ext]:>8} files {size:>14} bytes"
+        for ext, size in by_extension.most_common()
+    ]
+    lines += ["largest"] + [f"  {size:>14}  {relpath}" for size, relpath in largest]
+    _emit(data, as_json, "\n".join(lines))
+
+
+@click.command()
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=os.cpu_count() or 1,
+    show_default="cpu count",
+    help="Files hashed at once.",
+)
+@_json
+@_quiet
+@click.pass_context
+def verify(ctx: click.Context, jobs: int, as_json: bool, quiet: bool) -> None:
+    """Re-hash every file; report those whose bytes no longer match; exit 1 if any."""
+    store = _store(ctx)
+    files = _sizes(store.files())
+    progress = _Progress("verify", sum(size for _, size in files), quiet)
+    bad = []
+
+    def check(item: tuple[str, int]) -> tuple[str, int, str | None]:
+        path, size = item
+        relpath = os.path.relpath(path, store.root)
+        try:
+            actual = store._engine.hash_file(path)
+        except FileNotFoundError:
+            return relpath, size, None
+        return relpath, size, None if actual == store.layout.unshard(relpath) else actual
+
+    try:
+        with ThreadPoolExecutor(jobs) as pool:
+            for relpath, size, actual in pool.map(check, files):
+                progress.advance(size)
+                if actual is not None:
+                    bad.append({"relpath": relpath, "actual": actual})
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps({"checked": len(files), "mismatched": bad}))
+    else:
+        for item in bad:
+            click.echo(f"MISMATCH  {item['relpath']}  (bytes hash to {item['actual']})")
+        click.echo(f"{len(files)} files checked, {len(bad)} mismatched", err=True)
+    if bad:
+        ctx.exit(1)
+
+
+@click.command()
+@_json
+@_quiet
+@click.pass_context
+def repair(ctx: click.Context, as_json: bool, quiet: bool) -> None:
+    """Move misplaced files to their content address and report each move."""
+    store = _store(ctx)
+    repaired = store.repair()
+    for path, address in repaired:
+        old = os.path.relpath(path, store.root)
+        _emit(
+            {"from": old, "to": address.relpath, "id": address.id},
+            as_json,
+            f"{old} -> {address.relpath}",
+        )
+    if not as_json:
+        click.echo(f"{len(repaired)} files repaired", err=True)
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Only temp files untouched for this many seconds.",
+)
+@_json
+@click.pass_context
+def gc(ctx: click.Context, older_than: float, as_json: bool) -> None:
+    """Remove temp files left by killed writers, and empty folders."""
+    report = _store(ctx).gc(older_than)
+    data = {
+        "temp_files": report.temp_files,
+        "temp_bytes": report.temp_bytes,
+        "folders": report.folders,
+    }
+    _emit(
+        data,
+        as_json,
+        f"removed {len(report.temp_files)} temp files "
+        f"({report.temp_bytes} bytes) and {len(report.folders)} empty folders",
+    )
+
+
+@click.command()
+@click.option("--depth", type=int, required=True)
+@click.option("--width", type=int, required=True)
+@click.option("--algorithm", default=None, help="New hash algorithm (default: unchanged).")
+@_json
+@_quiet
+@click.pass_context
+def migrate(
+    ctx: click.Context, depth: int, width: int, algorithm: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Re-lay the store out with a new depth/width/algorithm, in place.
+
+    Every file is linked to its new address before its old name is removed,
+    so at every moment each file has at least one name; an interrupted
+    migration is finished by running it again. Update the app's HASHFS_*
+    settings afterwards.
+    """
+    store = _store(ctx)
+    try:
+        target = Layout(store.root, depth, width, algorithm or store.algorithm)
+    except ValueError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(2)
+    same_hash = target.algorithm == store.algorithm
+    files = _sizes(store.files())
+    progress = _Progress("migrate", sum(size for _, size in files), quiet)
+    moved = 0
+    try:
+        for path, size in files:
+            relpath = os.path.relpath(path, store.root)
+            if target.parse_address(relpath) is not None and (
+                same_hash or store._engine.hash_file(path) == target.unshard(relpath)
+            ):
+                progress.advance(size)
+                continue  # already at its new address
+            parsed = store.layout.parse_address(relpath) if same_hash else None
+            if parsed is not None:
+                id, extension = parsed
+            else:
+                id = _hash(path, target.algorithm)
+                extension = os.path.splitext(relpath)[1]
+            new_path = target.abspath(target.relpath(id, extension))
+            store._engine._link(path, new_path)
+            os.remove(path)
+            store._engine.remove_empty(os.path.dirname(path))
+            moved += 1
+            progress.advance(size)
+    finally:
+        progress.close()
+    store._engine.gc()
+    data = {
+        "moved": moved,
+        "files": len(files),
+        "depth": depth,
+        "width": width,
+        "algorithm": target.algorithm,
+    }
+    _emit(
+        data,
+        as_json,
+        f"{moved} of {len(files)} files moved; now set HASHFS_DEPTH={depth}, "
+        f"HASHFS_WIDTH={width}, HASHFS_ALGORITHM={target.algorithm!r}",
+    )
+
+
+def _hash(path: str, algorithm: str) -> str:
+    import hashlib
+
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_COMMANDS = [put, get, rm, ls, stats, verify, repair, gc, migrate]
+
+
+def app_group(settings: Any) -> click.Group:
+    """The ``hashfs`` group for an app, on its configured store (a ``Settings``)."""
+
+    def build() -> Any:
+        from flask_shim import SyncHashFS
+
+        return SyncHashFS(settings.root_folder, **settings.store_options())
+
+    return make_group("hashfs", build)
+
+
+#: The standalone console script ``async-hashfs``.
+cli = make_group("async-hashfs")
