@@ -9,7 +9,7 @@ import html
 import os
 from typing import Any
 
-from flask import Flask, Response, abort, redirect, request, url_for
+from flask import Flask, redirect, request, url_for
 
 from flask_shim import FlaskHashFS
 
@@ -39,6 +39,7 @@ def create_app(root: str | None = None) -> Flask:
         HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store"),
         HASHFS_PATH_PREFIX="/files",
         HASHFS_MAX_SIZE=1 << 30,
+        HASHFS_SERVE=True,  # the extension serves /files/<relpath> (ETag, Range, 304)
     )
     fs.init_app(app)
 
@@ -49,7 +50,7 @@ def create_app(root: str | None = None) -> Flask:
             address = fs.get(path)
             if address is None:
                 continue
-            url = url_for("download", relpath=address.relpath)
+            url = fs.url_for(address, external=False)
             rows.append(
                 ROW.format(url=html.escape(url), id=address.id, size=os.path.getsize(path))
             )
@@ -85,14 +86,6 @@ def create_app(root: str | None = None) -> Flask:
             "duplicate": address.is_duplicate,
             "url": fs.url_for(address),
         }
-
-    @app.get("/files/<path:relpath>")
-    def download(relpath: str) -> Any:
-        address = fs.get(relpath)
-        if address is None or address.relpath != relpath:
-            abort(404)
-        file = fs.open(address.id)
-        return Response(file, mimetype="application/octet-stream", direct_passthrough=True)
 
     @app.post("/delete/<id>")
     def delete(id: str) -> Any:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import anyio
-from quart import Quart, abort, redirect, request, url_for
+from quart import Quart, redirect, request, url_for
 
 from async_hashfs import QuartHashFS
 
@@ -43,6 +43,7 @@ def create_app(root: str | None = None) -> Quart:
         HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store"),
         HASHFS_PATH_PREFIX="/files",
         HASHFS_MAX_SIZE=1 << 30,
+        HASHFS_SERVE=True,  # the extension serves /files/<relpath> (ETag, Range, 304)
     )
     fs.init_app(app)
 
@@ -54,7 +55,7 @@ def create_app(root: str | None = None) -> Quart:
             if address is None:
                 continue
             size = (await anyio.Path(path).stat()).st_size
-            url = url_for("download", relpath=address.relpath)
+            url = fs.url_for(address, external=False)
             rows.append(ROW.format(url=html.escape(url), id=address.id, size=size))
         return PAGE.format(rows="\n  ".join(rows))
 
@@ -88,21 +89,6 @@ def create_app(root: str | None = None) -> Quart:
             "duplicate": address.is_duplicate,
             "url": fs.url_for(address),
         }
-
-    @app.get("/files/<path:relpath>")
-    async def download(relpath: str) -> Any:
-        address = await fs.get(relpath)
-        if address is None or address.relpath != relpath:
-            abort(404)
-
-        file = await fs.open(address.id)
-
-        async def body() -> Any:
-            async with file:
-                while chunk := await file.read(1 << 20):
-                    yield chunk
-
-        return body(), 200, {"Content-Type": "application/octet-stream"}
 
     @app.post("/delete/<id>")
     async def delete(id: str) -> Any:
