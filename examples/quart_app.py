@@ -19,26 +19,64 @@ from async_hashfs import QuartHashFS
 fs = QuartHashFS()
 
 PAGE = """<!doctype html>
-<html lang="en"><meta charset="utf-8"><title>async-hashfs demo</title>
+<html lang="en">
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>async-hashfs demo</title>
+<style>
+  body { font: 15px system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
+  #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; }
+  #drop.over { background: #eef6ff; border-color: #2a6; }
+  ul { list-style: none; padding: 0; }
+  .upload progress { width: 16rem; vertical-align: middle; }
+  .duplicate .status { color: #a60; } .done .status { color: #2a6; }
+  .failed .status { color: #c22; }
+  table { border-collapse: collapse; width: 100%; margin-top: 1rem; }
+  td, th { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #ddd; }
+  .hash { font-family: ui-monospace, monospace; font-size: 12px; }
+</style>
 <h1>async-hashfs demo</h1>
-<form method="post" action="/upload" enctype="multipart/form-data">
-  <input type="file" name="file" multiple> <button>Upload</button>
+<form id="drop" method="post" action="/upload" enctype="multipart/form-data">
+  <p>Drop files here, or <input id="picker" type="file" name="file" multiple></p>
+  <noscript><button>Upload</button></noscript>
 </form>
-<p>Or: <code>curl -T FILE "http://HOST/raw?ext=txt"</code></p>
+<ul id="uploads"></ul>
+<h2>Stored files <small id="count"></small></h2>
 <table>
-  <tr><th>file</th><th>size</th><th></th></tr>
-  {rows}
+  <thead><tr><th>sha256</th><th>ext</th><th>size</th><th></th></tr></thead>
+  <tbody id="files">{rows}</tbody>
 </table>
+<p>Raw uploads work too: <code>curl -T FILE "http://127.0.0.1:5000/raw?ext=txt"</code></p>
+<script src="/static/demo.js"></script>
 """
 ROW = (
-    '<tr><td><a href="{url}">{id}</a></td><td>{size}</td>'
+    '<tr><td><a class="hash" href="{url}">{id}</a></td><td>{ext}</td><td>{size}</td>'
     '<td><form method="post" action="/delete/{id}"><button>delete</button></form></td></tr>'
 )
 
 
+async def stored_files() -> list[dict[str, Any]]:
+    """Every stored file, for the page and the JSON list."""
+    found = []
+    async for path in fs.files():
+        address = await fs.get(path)
+        if address is None:
+            continue
+        found.append(
+            {
+                "id": address.id,
+                "relpath": address.relpath,
+                "extension": os.path.splitext(address.relpath)[1],
+                "size": (await anyio.Path(path).stat()).st_size,
+                "url": fs.url_for(address, external=False),
+            }
+        )
+    return sorted(found, key=lambda file: file["relpath"])
+
+
 def create_app(root: str | None = None) -> Quart:
     """Build the demo app on a store at ``root``."""
-    app = Quart(__name__)
+    app = Quart(__name__, static_folder=os.path.join(os.path.dirname(__file__), "static"))
     app.config.update(
         HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store"),
         HASHFS_PATH_PREFIX="/files",
@@ -49,15 +87,25 @@ def create_app(root: str | None = None) -> Quart:
 
     @app.get("/")
     async def index() -> str:
-        rows = []
-        async for path in fs.files():
-            address = await fs.get(path)
-            if address is None:
-                continue
-            size = (await anyio.Path(path).stat()).st_size
-            url = fs.url_for(address, external=False)
-            rows.append(ROW.format(url=html.escape(url), id=address.id, size=size))
-        return PAGE.format(rows="\n  ".join(rows))
+        rows = [
+            ROW.format(
+                url=html.escape(f["url"]),
+                id=f["id"],
+                ext=html.escape(f["extension"]),
+                size=f["size"],
+            )
+            for f in await stored_files()
+        ]
+        return PAGE.replace("{rows}", "\n  ".join(rows))
+
+    @app.get("/api/files")
+    async def api_files() -> Any:
+        return {"files": await stored_files()}
+
+    @app.delete("/api/files/<id>")
+    async def api_delete(id: str) -> Any:
+        await fs.delete(id)
+        return {"deleted": id}
 
     @app.post("/upload")
     async def upload() -> Any:
