@@ -6,6 +6,8 @@ Quart extension. The blocking face lives in :mod:`flask_shim`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hashfs import HashAddress
 
 from ._engine import GCReport
@@ -35,6 +37,10 @@ __all__ = [
     "NotFound",
     "ReadOnlyError",
 ]
+
+
+if TYPE_CHECKING:
+    from ._quart import QuartHashFS
 
 
 def __getattr__(name: str) -> object:

@@ -24,6 +24,9 @@ from ._engine import Engine
 from ._exceptions import CorruptFile
 
 __all__ = [
+    "CONDITIONAL_HEADERS",
+    "Prepared",
+    "prepare",
     "CACHE_CONTROL",
     "Plan",
     "ServedFile",
@@ -70,21 +73,79 @@ def open_served(engine: Engine, relpath: str, verify: bool = False) -> ServedFil
         fd = os.open(engine.layout.abspath(relpath), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        return None
     file = os.fdopen(fd, "rb", buffering=0)
-    id, extension = parsed
-    if verify:
-        actual = engine.hash_file(fd)
-        if actual != id:
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             file.close()
-            raise CorruptFile(relpath, actual)
-        file.seek(0)
+            return None
+        id, extension = parsed
+        if verify:
+            actual = engine.hash_file(fd)
+            if actual != id:
+                raise CorruptFile(relpath, actual)
+            file.seek(0)
+    except BaseException:
+        file.close()
+        raise
     return ServedFile(
         file, relpath, id, extension, info.st_size, info.st_mtime, content_type(extension)
     )
+
+
+#: The request headers :func:`plan_response` reads.
+CONDITIONAL_HEADERS = (
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-None-Match",
+    "If-Modified-Since",
+    "Range",
+    "If-Range",
+)
+#: Bodies up to this size are read whole in the same worker-thread hop.
+SMALL_BODY = 64 << 10
+
+
+@dataclass
+class Prepared:
+    """A planned answer and its body: bytes in hand, or an open file to stream."""
+
+    plan: Plan
+    body: bytes = b""
+    file: IO[bytes] | None = None
+
+
+def prepare(
+    engine: Engine,
+    relpath: str,
+    method: str,
+    headers: dict[str, str | None],
+    download_name: str | None = None,
+    offload: tuple[str, str] | None = None,
+    verify: bool = False,
+) -> Prepared | None:
+    """Open, plan and, for small or empty bodies, read and close: one blocking call.
+
+    ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`. ``None``
+    when ``relpath`` is not a stored content address. The file is left open
+    only for a body larger than :data:`SMALL_BODY`.
+
+    Raises:
+        CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
+    """
+    served = open_served(engine, relpath, verify)
+    if served is None:
+        return None
+    try:
+        plan = plan_response(method, headers.get, served, download_name, offload)
+        if plan.end - plan.start > SMALL_BODY:
+            return Prepared(plan, file=served.file)
+        body = os.pread(served.file.fileno(), plan.end - plan.start, plan.start)
+    except BaseException:
+        served.file.close()
+        raise
+    served.file.close()
+    return Prepared(plan, body)
 
 
 class FileRange:

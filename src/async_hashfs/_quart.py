@@ -28,7 +28,7 @@ from quart.wrappers.request import Body
 from ._cli import app_group
 from ._config import AppState, Settings
 from ._exceptions import CorruptFile
-from ._http import SERVE_CHUNK, open_served, plan_response
+from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._store import AsyncHashFS
 from ._web import (
     BodyTooLarge,
@@ -302,25 +302,37 @@ class QuartHashFS:
 
 
 async def _serve_file(relpath: str) -> Response:
-    """The serving route: a stored file by its content address, with HTTP's file rules."""
+    """The serving route: a stored file by its content address, with HTTP's file rules.
+
+    Opening, planning and (for a small or empty body) reading and closing
+    take one worker-thread hop; a large body streams one hop per MiB.
+    """
     state: AppState = current_app.extensions[_EXTENSION]
     store: AsyncHashFS = state.store
+    settings = state.settings
+    headers = {name: request.headers.get(name) for name in CONDITIONAL_HEADERS}
     try:
-        served = await store._run(
-            open_served, store._engine, relpath, state.settings.verify_on_read
+        prepared = await store._run(
+            prepare,
+            store._engine,
+            relpath,
+            request.method,
+            headers,
+            request.args.get("download"),
+            settings.offload(store.layout.abspath(relpath), relpath),
+            settings.verify_on_read,
         )
     except CorruptFile as exc:
         logger.error("refusing to serve a corrupt file: %s", exc)
         abort(500)
-    if served is None:
+    if prepared is None:
         abort(404)
-    offload = state.settings.offload(store.layout.abspath(relpath), relpath)
-    plan = plan_response(
-        request.method, request.headers.get, served, request.args.get("download"), offload
+    plan = prepared.plan
+    body: Any = (
+        _FileBody(store, prepared.file, plan.start, plan.end)
+        if prepared.file is not None
+        else _Bytes(prepared.body)
     )
-    body = _FileBody(store, served.file, plan.start, plan.end)
-    if not plan.has_body:
-        await body.aclose()
     response = Response(body, plan.status, plan.headers)
     response.timeout = None  # a large file may take longer than RESPONSE_TIMEOUT
     if "Content-Type" not in plan.headers:
@@ -328,11 +340,27 @@ async def _serve_file(relpath: str) -> Response:
     return response
 
 
+class _Bytes:
+    """A body already in hand (an iterable, so Quart keeps our Content-Length)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _Bytes:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, b""
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+
 class _FileBody:
     """Bytes ``[start, end)`` of an open file, read one worker-thread hop per chunk.
 
-    Quart calls ``aclose()`` when the response ends, however it ends, which
-    closes the file even when no byte was read.
+    The last read closes the file in the same hop; Quart calls ``aclose()``
+    however the response ends, which closes it when the reads did not finish.
     """
 
     def __init__(self, store: AsyncHashFS, file: Any, start: int, end: int) -> None:
@@ -344,18 +372,21 @@ class _FileBody:
     def __aiter__(self) -> _FileBody:
         return self
 
+    def _read(self) -> bytes:
+        size = min(SERVE_CHUNK, self._end - self._position)
+        data = os.pread(self._file.fileno(), size, self._position)
+        self._position += len(data)
+        if not data or self._position >= self._end:
+            self._file.close()
+        return data
+
     async def __anext__(self) -> bytes:
-        if self._position < self._end and not self._file.closed:
-            size = min(SERVE_CHUNK, self._end - self._position)
-            fd = self._file.fileno()
-            data: bytes = await self._store._run(
-                os.pread, fd, size, self._position, read_only=True
-            )
-            if data:
-                self._position += len(data)
-                return data
-        await self.aclose()
-        raise StopAsyncIteration
+        if self._file.closed:
+            raise StopAsyncIteration
+        data: bytes = await self._store._run(self._read, read_only=True)
+        if not data:
+            raise StopAsyncIteration
+        return data
 
     async def aclose(self) -> None:
         if not self._file.closed:

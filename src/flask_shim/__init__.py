@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hashfs import HashAddress
 
 from async_hashfs._exceptions import (
@@ -28,6 +30,10 @@ __all__ = [
     "ReadOnlyError",
     "SyncHashFS",
 ]
+
+
+if TYPE_CHECKING:
+    from ._flask import FlaskHashFS
 
 
 def __getattr__(name: str) -> object:

@@ -19,7 +19,7 @@ from werkzeug.wsgi import wrap_file
 from async_hashfs._cli import app_group
 from async_hashfs._config import AppState, Settings
 from async_hashfs._exceptions import CorruptFile
-from async_hashfs._http import SERVE_CHUNK, FileRange, open_served, plan_response
+from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -188,27 +188,29 @@ def _serve_file(relpath: str) -> Response:
     """The serving route: a stored file by its content address, with HTTP's file rules."""
     state: AppState = current_app.extensions[_EXTENSION]
     store: SyncHashFS = state.store
+    settings = state.settings
     try:
-        served = open_served(store._engine, relpath, state.settings.verify_on_read)
+        prepared = prepare(
+            store._engine,
+            relpath,
+            request.method,
+            {name: request.headers.get(name) for name in CONDITIONAL_HEADERS},
+            request.args.get("download"),
+            settings.offload(store.layout.abspath(relpath), relpath),
+            settings.verify_on_read,
+        )
     except CorruptFile as exc:
         logger.error("refusing to serve a corrupt file: %s", exc)
         abort(500)
-    if served is None:
+    if prepared is None:
         abort(404)
-    offload = state.settings.offload(store.layout.abspath(relpath), relpath)
-    plan = plan_response(
-        request.method, request.headers.get, served, request.args.get("download"), offload
-    )
-    file = served.file
-    body: Any
-    if not plan.has_body:
-        file.close()
-        body = ()
-    elif plan.status == 200:
+    plan = prepared.plan
+    body: Any = [prepared.body] if prepared.body else []
+    if prepared.file is not None and plan.status == 200:
         # The server's wsgi.file_wrapper may send it with sendfile (gunicorn does).
-        body = wrap_file(request.environ, file, SERVE_CHUNK)
-    else:
-        body = FileRange(file, plan.start, plan.end)
+        body = wrap_file(request.environ, prepared.file, SERVE_CHUNK)
+    elif prepared.file is not None:
+        body = FileRange(prepared.file, plan.start, plan.end)
     response = Response(body, plan.status, plan.headers, direct_passthrough=True)
     if "Content-Type" not in plan.headers:
         del response.headers["Content-Type"]
