@@ -72,6 +72,14 @@ class BoundedBody(Body):
         self._space = asyncio.Event()
         self._space.set()
 
+    def discard(self) -> None:
+        """Drop what is buffered and take the rest of the body without keeping it."""
+        if self._must_raise is None:
+            self._must_raise = BodyTooLarge(0, "discarded request body")
+        self._data.clear()
+        self._high_water = None
+        self._space.set()
+
     async def wait_for_space(self) -> None:
         """Return once the buffer has room for another message."""
         await self._space.wait()
@@ -126,10 +134,35 @@ class _BoundedConnection(ASGIHTTPConnection):
         req = super()._create_request_from_scope(send)
         # Pinned here so the body can read it without an app context; a view
         # may still change it for its own route.
-        req.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        config = self.app.config
+        req.max_content_length = config["MAX_CONTENT_LENGTH"]
+
+        def limit() -> int | None:
+            # Quart falls back to the config only inside an app context, which
+            # the receiving task has not: a view setting None means the default.
+            value: int | None = req.max_content_length
+            return config["MAX_CONTENT_LENGTH"] if value is None else value
+
         buffer = self.app.extensions[_EXTENSION].settings.body_buffer
-        req.body = BoundedBody(req.content_length, lambda: req.max_content_length, buffer)
+        req.body = BoundedBody(req.content_length, limit, buffer)
         return req
+
+    async def handle_request(self, request: Any, send: Any) -> None:
+        body = request.body
+
+        async def send_then_discard(message: Any) -> None:
+            # A view may answer before reading the whole body (a 413, a 401).
+            # Stop pausing first: with receive() paused, Hypercorn's closing
+            # http.disconnect would wait forever for room in its queue.
+            if (
+                isinstance(body, BoundedBody)
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                body.discard()
+            await send(message)
+
+        await super().handle_request(request, send_then_discard)
 
     async def handle_messages(self, request: Any, receive: Any) -> None:
         body = request.body

@@ -12,7 +12,7 @@ import inspect
 import io
 import os
 import stat
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,15 +53,23 @@ def is_async_source(src: object) -> bool:
     return hasattr(src, "__aiter__")
 
 
-async def async_reader(src: Any) -> AsyncIterable[Any]:
-    """Yield the chunks of an async iterable or of an async file without a blocking inside."""
+async def async_reader(src: Any) -> AsyncGenerator[Any, None]:
+    """Yield the chunks of an async iterable or of an async file without a blocking inside.
+
+    An async generator source that is left unfinished (the put failed or was
+    cancelled) is closed here, so its own cleanup runs now, not at collection.
+    """
     read = getattr(src, "read", None)
     if read is not None:
         while chunk := await read(CHUNK_SIZE):
             yield _as_bytes(chunk)
         return
-    async for chunk in src:
-        yield _as_bytes(chunk)
+    try:
+        async for chunk in src:
+            yield _as_bytes(chunk)
+    finally:
+        if inspect.isasyncgen(src):
+            await src.aclose()
 
 
 def _as_bytes(chunk: object) -> Any:

@@ -4,13 +4,15 @@ Every blocking step runs in a worker thread under the store's
 :class:`anyio.CapacityLimiter`; one operation is one thread hop. A put from
 an async source pipelines chunks to the writer: while one batch is being
 hashed and written in a worker thread, the loop collects the next one, and
-it stops reading the source once a full batch waits, so memory stays bounded.
+it stops reading the source while a full batch waits, so memory stays bounded
+(one batch being written, one queued, one being collected: about 3 MiB).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator
+from contextlib import aclosing
 from typing import IO, Any, Literal, TypeVar, overload
 
 import anyio
@@ -30,10 +32,8 @@ __all__ = ["AsyncBinaryFile", "AsyncHashFS", "AsyncTextFile"]
 
 T = TypeVar("T")
 
-#: A batch is handed to the writer once it holds this much and the writer is idle...
-MIN_BATCH = 64 << 10
-#: ...and reading the source pauses while this much waits for a busy writer.
-MAX_BATCH = 1 << 20
+#: Bytes of an async source handed to the writer thread at a time: one hop each.
+BATCH = 1 << 20
 _BATCH_ITEMS = 256
 
 
@@ -166,7 +166,8 @@ class AsyncHashFS(BaseHashFS):
         """
         ext = normalize_extension(extension)
         if is_async_source(src):
-            return await self._put_stream(async_reader(src), ext)
+            async with aclosing(async_reader(src)) as chunks:
+                return await self._put_stream(chunks, ext)
         return await self._run(self._put_blocking, src, ext)
 
     def _put_blocking(self, src: object, extension: str) -> HashAddress:
@@ -217,15 +218,9 @@ class AsyncHashFS(BaseHashFS):
                             continue
                         batch.append(chunk)
                         batch_size += size
-                        if batch_size < MIN_BATCH:
-                            continue
-                        try:
-                            send.send_nowait(batch)
-                        except anyio.WouldBlock:
-                            if batch_size < MAX_BATCH:
-                                continue
+                        if batch_size >= BATCH:
                             await send.send(batch)
-                        batch, batch_size = [], 0
+                            batch, batch_size = [], 0
                     if batch:
                         await send.send(batch)
             except Exception as exc:
