@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable, Generator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -29,18 +30,9 @@ from ._cli import app_group
 from ._config import AppState, Settings
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
+from ._sources import async_reader
 from ._store import AsyncHashFS
-from ._web import (
-    BodyTooLarge,
-    MultipartParser,
-    PartData,
-    PartStart,
-    StoredUpload,
-    Uploads,
-    extension_from_filename,
-    field_value,
-    web_error,
-)
+from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_error
 
 __all__ = ["BoundedBody", "QuartHashFS"]
 
@@ -312,26 +304,19 @@ class QuartHashFS:
             max_form_memory_size=request.max_form_memory_size,
             max_parts=request.max_form_parts,
         )
-        events = _events(parser, request.body)
-        uploads = Uploads()
-        async for event in events:
-            if not isinstance(event, PartStart):
-                continue
-            if event.filename is None:
-                chunks = [part.data async for part in _part(events)]
-                uploads.form.add(event.name, field_value(chunks))
-                continue
-            if not event.filename:  # a file input left empty
-                async for _ in _part(events):
-                    pass
-                continue
-            sized = _Counted(_part(events))
-            address = await self.put(sized, extension_from_filename(event.filename))
-            uploads.files.add(
-                event.name,
-                StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
-            )
-        return uploads
+        store = self.store
+        sink = UploadSink(store._engine, parser)
+        try:
+            async with aclosing(async_reader(request.body)) as chunks:
+                await store._pump(chunks, sink.feed)
+            return await store._run(sink.close)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await store._run(sink.abort)
+            translated = web_error(exc) if isinstance(exc, Exception) else exc
+            if translated is exc:
+                raise
+            raise translated from exc
 
 
 async def _serve_file(relpath: str) -> Response:
@@ -425,32 +410,3 @@ class _FileBody:
         if not self._file.closed:
             with anyio.CancelScope(shield=True):
                 await self._store._run(self._file.close)
-
-
-async def _events(parser: MultipartParser, body: Any) -> AsyncIterator[PartStart | PartData]:
-    async for chunk in body:
-        for event in parser.feed(chunk):
-            yield event
-    for event in parser.close():
-        yield event
-
-
-async def _part(events: AsyncIterator[PartStart | PartData]) -> AsyncIterator[PartData]:
-    async for event in events:
-        assert isinstance(event, PartData)
-        yield event
-        if event.last:
-            return
-
-
-class _Counted:
-    """The bytes of one part, counted as they pass."""
-
-    def __init__(self, parts: AsyncIterator[PartData]) -> None:
-        self._parts = parts
-        self.size = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._parts:
-            self.size += len(part.data)
-            yield part.data

@@ -23,7 +23,7 @@ from anyio import from_thread
 from hashfs import HashAddress
 
 from ._base import BaseHashFS
-from ._engine import BlobWriter, GCReport, check_read_mode
+from ._engine import GCReport, check_read_mode
 from ._exceptions import FileTooLarge
 from ._layout import normalize_extension
 from ._sources import async_reader, blocking_chunks, is_async_source
@@ -177,33 +177,41 @@ class AsyncHashFS(BaseHashFS):
     async def _put_stream(self, chunks: AsyncIterable[Any], extension: str) -> HashAddress:
         writer = await self._run(self._engine.writer)
         try:
-            await self._pump(chunks, writer)
+            await self._pump(chunks, writer.writelines, self._engine.max_size)
             return await self._run(writer.commit, extension)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._run(writer.abort)
             raise
 
-    async def _pump(self, chunks: AsyncIterable[Any], writer: BlobWriter) -> None:
-        """Feed ``chunks`` to ``writer`` in batches, overlapping reading and writing."""
-        # One batch may wait while another is written: the writer thread never
-        # idles for a loop round-trip between batches.
+    async def _pump(
+        self,
+        chunks: AsyncIterable[Any],
+        consume: Callable[[list[Any]], object],
+        limit: int | None = None,
+    ) -> None:
+        """Hand ``chunks`` to ``consume`` in a worker thread, in batches.
+
+        While one batch is consumed, the next is collected and one more may
+        wait, so the worker never idles for a loop round-trip; reading the
+        source pauses beyond that. ``limit`` bounds the total size
+        (:class:`FileTooLarge`, checked as bytes arrive).
+        """
         send, receive = anyio.create_memory_object_stream[list[Any]](1)
         failures: list[Exception] = []
 
-        async def write_batches() -> None:
+        async def consume_batches() -> None:
             async with receive:
                 async for batch in receive:
                     try:
-                        await self._run(writer.writelines, batch)
+                        await self._run(consume, batch)
                     except Exception as exc:
                         failures.append(exc)
                         tg.cancel_scope.cancel()
                         return
 
-        max_size = self._engine.max_size
         async with anyio.create_task_group() as tg:
-            tg.start_soon(write_batches)
+            tg.start_soon(consume_batches)
             try:
                 async with send:
                     received = 0
@@ -212,8 +220,8 @@ class AsyncHashFS(BaseHashFS):
                     async for chunk in chunks:
                         size = memoryview(chunk).nbytes
                         received += size
-                        if max_size is not None and received > max_size:
-                            raise FileTooLarge(max_size)
+                        if limit is not None and received > limit:
+                            raise FileTooLarge(limit)
                         if not size:
                             continue
                         batch.append(chunk)

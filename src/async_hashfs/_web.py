@@ -8,6 +8,7 @@ their own request and stream each file part into their own store.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hashfs import HashAddress
@@ -28,6 +29,7 @@ from werkzeug.sansio.multipart import (
     NeedData,
 )
 
+from ._engine import BlobWriter, Engine
 from ._exceptions import FileTooLarge, HashFSError, InvalidExtension
 from ._layout import normalize_extension
 
@@ -40,6 +42,7 @@ __all__ = [
     "PartData",
     "PartStart",
     "StoredUpload",
+    "UploadSink",
     "Uploads",
     "extension_from_filename",
     "web_error",
@@ -254,6 +257,63 @@ class MultipartParser:
             )
 
 
-def field_value(chunks: list[bytes], charset: str = "utf-8") -> str:
-    """Decode a text field the way Werkzeug does (invalid bytes replaced)."""
-    return b"".join(chunks).decode(charset, "replace")
+class UploadSink:
+    """Stores the file parts of a multipart body fed to it in chunks. Blocks.
+
+    The one implementation of ``put_uploads()``: Flask feeds it the body in
+    the request's thread; Quart feeds it batches in a worker thread, so
+    parsing, hashing and writing all stay off the event loop. Each file
+    part streams into its own :class:`BlobWriter` and is committed at its
+    end; text fields are collected.
+    """
+
+    def __init__(self, engine: Engine, parser: MultipartParser) -> None:
+        self._engine = engine
+        self._parser = parser
+        self._part: PartStart | None = None
+        self._writer: BlobWriter | None = None
+        self._field: list[bytes] = []
+        self.uploads = Uploads()
+
+    def feed(self, chunks: Iterable[bytes]) -> None:
+        """Parse the next chunks of the body, storing what they complete."""
+        for chunk in chunks:
+            for event in self._parser.feed(chunk):
+                self._handle(event)
+
+    def close(self) -> Uploads:
+        """Finish the body and return what was stored and collected."""
+        for event in self._parser.close():
+            self._handle(event)
+        return self.uploads
+
+    def abort(self) -> None:
+        """Drop the file part being written, if any."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def _handle(self, event: PartStart | PartData) -> None:
+        if isinstance(event, PartStart):
+            self._part = event
+            self._field = []
+            if event.filename:  # an empty filename is a file input left empty
+                self._writer = self._engine.writer()
+            return
+        part = self._part
+        assert part is not None
+        if part.filename is None:
+            self._field.append(event.data)
+        elif self._writer is not None:
+            self._writer.write(event.data)
+        if not event.last:
+            return
+        if part.filename is None:
+            self.uploads.form.add(part.name, b"".join(self._field).decode("utf-8", "replace"))
+        elif self._writer is not None:
+            writer, self._writer = self._writer, None
+            size = writer.size
+            address = writer.commit(extension_from_filename(part.filename) or "")
+            self.uploads.files.add(
+                part.name, StoredUpload(part.name, address, part.filename, part.content_type, size)
+            )

@@ -24,12 +24,8 @@ from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
     MultipartParser,
-    PartData,
-    PartStart,
-    StoredUpload,
     Uploads,
-    extension_from_filename,
-    field_value,
+    UploadSink,
     web_error,
 )
 
@@ -163,25 +159,17 @@ class FlaskHashFS:
             max_form_memory_size=request.max_form_memory_size,
             max_parts=request.max_form_parts,
         )
-        events = _events(parser, request_body())
-        uploads = Uploads()
-        for event in events:
-            if not isinstance(event, PartStart):
-                continue
-            if event.filename is None:
-                uploads.form.add(event.name, field_value([p.data for p in _part(events)]))
-                continue
-            if not event.filename:  # a file input left empty
-                for _ in _part(events):
-                    pass
-                continue
-            sized = _Counted(_part(events))
-            address = self.put(sized, extension_from_filename(event.filename))
-            uploads.files.add(
-                event.name,
-                StoredUpload(event.name, address, event.filename, event.content_type, sized.size),
-            )
-        return uploads
+        sink = UploadSink(self.store._engine, parser)
+        try:
+            for chunk in request_body():
+                sink.feed((chunk,))
+            return sink.close()
+        except BaseException as exc:
+            sink.abort()
+            translated = web_error(exc) if isinstance(exc, Exception) else exc
+            if translated is exc:
+                raise
+            raise translated from exc
 
 
 def _serve_file(relpath: str) -> Response:
@@ -266,30 +254,3 @@ def _read(stream: Any, remaining: int | None, limit: int | None) -> Iterator[byt
         if remaining is not None:
             remaining -= len(data)
         yield data
-
-
-def _events(parser: MultipartParser, body: Any) -> Iterator[PartStart | PartData]:
-    for chunk in body:
-        yield from parser.feed(chunk)
-    yield from parser.close()
-
-
-def _part(events: Iterator[PartStart | PartData]) -> Iterator[PartData]:
-    for event in events:
-        assert isinstance(event, PartData)
-        yield event
-        if event.last:
-            return
-
-
-class _Counted:
-    """The bytes of one part, counted as they pass."""
-
-    def __init__(self, parts: Iterator[PartData]) -> None:
-        self._parts = parts
-        self.size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for part in self._parts:
-            self.size += len(part.data)
-            yield part.data
