@@ -252,9 +252,14 @@ class Engine:
             except FileNotFoundError:
                 continue  # a concurrent delete removed a parent midway
             except FileExistsError:
-                if os.path.lexists(path) and not os.path.isdir(path):
+                # One lstat: a concurrent delete may remove the folder between two checks.
+                try:
+                    mode = os.lstat(path).st_mode
+                except FileNotFoundError:
+                    continue  # it was there, then a concurrent delete removed it
+                if not stat.S_ISDIR(mode):
                     raise NotADirectoryError(errno.ENOTDIR, "expected a folder", path) from None
-                continue  # it was there, then a concurrent delete removed it
+                continue  # removed and made again since
         raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", path)
 
     # -- reading ---------------------------------------------------------
