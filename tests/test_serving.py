@@ -291,3 +291,22 @@ def test_url_for_points_at_the_route(framework: str, root: Path) -> None:
         assert h.request(url.removeprefix("https://cdn.example.com"))[2] == DATA
     finally:
         h.close()
+
+
+def test_revalidation_after_delete_is_404(harness: Harness, stored: HashAddress) -> None:
+    url = harness.url(stored)
+    etag = {"If-None-Match": f'"{DATA_ID}"'}
+    assert harness.request(url)[0] == 200
+    assert harness.request(url, etag)[0] == 304
+    extension: Any = QuartHashFS() if harness.framework == "quart" else FlaskHashFS()
+    if harness.framework == "quart":
+
+        async def delete() -> None:
+            async with harness.app.app_context():
+                await extension.delete(stored.id)
+
+        harness.loop.run_until_complete(delete())
+    else:
+        with harness.app.app_context():
+            extension.delete(stored.id)
+    assert harness.request(url, etag)[0] == 404

@@ -12,6 +12,8 @@ from typing import Any
 
 from hashfs import HashFS
 
+from ._http import PresenceCache
+
 __all__ = ["DEFAULTS", "AppState", "Settings", "join_url"]
 
 #: Every key the extensions read, with its default.
@@ -181,11 +183,13 @@ class AppState:
     ``state["client"]`` works as in Flask-HashFS, which stored a dict there.
     """
 
-    __slots__ = ("client", "settings", "store")
+    __slots__ = ("client", "presence", "settings", "store")
 
     def __init__(self, settings: Settings, store: Any) -> None:
         self.settings = settings
         self.store = store
+        #: Files served moments ago, for revalidations without a disk hop.
+        self.presence = PresenceCache()
         #: A ``hashfs.HashFS`` on the same root, for code written for HashFS.
         self.client = HashFS(
             store.root,

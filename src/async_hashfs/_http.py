@@ -14,6 +14,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -26,6 +27,7 @@ from ._exceptions import CorruptFile
 __all__ = [
     "CONDITIONAL_HEADERS",
     "Prepared",
+    "PresenceCache",
     "prepare",
     "CACHE_CONTROL",
     "Plan",
@@ -231,6 +233,51 @@ class Plan:
     @property
     def has_body(self) -> bool:
         return self.end > self.start
+
+
+class PresenceCache:
+    """Content addresses found on disk moments ago: a revalidation answered without a disk hop.
+
+    A stored file never changes, so the one thing such a 304 can get wrong is
+    a file deleted since it was seen. Entries live ``ttl`` seconds, and
+    :meth:`forget` drops them all at once (the extensions call it on delete).
+    """
+
+    def __init__(self, ttl: float = 5.0, size: int = 65536) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._entries: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def seen(self, relpath: str, headers: dict[str, str]) -> None:
+        """Remember that ``relpath`` was served with ``headers``."""
+        if len(self._entries) >= self._size:
+            self._entries.clear()
+        self._entries[relpath] = (time.monotonic() + self._ttl, _short(headers))
+
+    def not_modified(
+        self, relpath: str, method: str, header: Callable[[str], str | None]
+    ) -> dict[str, str] | None:
+        """Return the 304 headers when the request revalidates a file seen moments ago."""
+        entry = self._entries.get(relpath)
+        if entry is None or method not in ("GET", "HEAD"):
+            return None
+        expires, headers = entry
+        if_none_match = header("If-None-Match")
+        if (
+            if_none_match is None
+            or header("If-Match") is not None
+            or header("If-Unmodified-Since") is not None
+            or not _weak_match(_etags(if_none_match), headers["ETag"])
+        ):
+            return None
+        if time.monotonic() > expires:
+            del self._entries[relpath]
+            return None
+        return headers
+
+    def forget(self) -> None:
+        """Drop every entry (a file may have been deleted)."""
+        self._entries.clear()
 
 
 def _etags(header: str) -> list[str]:

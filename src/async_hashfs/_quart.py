@@ -275,6 +275,7 @@ class QuartHashFS:
     async def delete(self, ref: object) -> None:
         """Remove a stored file; no error when missing."""
         await self.store.delete(ref)
+        self._state.presence.forget()
 
     def open(self, ref: object, mode: str = "rb") -> Any:
         """Open a stored file: ``await fs.open(ref)`` or ``async with fs.open(ref)``."""
@@ -328,6 +329,11 @@ async def _serve_file(relpath: str) -> Response:
     state: AppState = current_app.extensions[_EXTENSION]
     store: AsyncHashFS = state.store
     settings = state.settings
+    not_modified = state.presence.not_modified(relpath, request.method, request.headers.get)
+    if not_modified is not None:
+        response = Response(_Bytes(b""), 304, not_modified)
+        del response.headers["Content-Type"]
+        return response
     headers = {name: request.headers.get(name) for name in CONDITIONAL_HEADERS}
     try:
         prepared = await store._run(
@@ -346,6 +352,7 @@ async def _serve_file(relpath: str) -> Response:
     if prepared is None:
         abort(404)
     plan = prepared.plan
+    state.presence.seen(relpath, plan.headers)
     body: Any = (
         _FileBody(store, prepared.file, plan.start, plan.end)
         if prepared.file is not None

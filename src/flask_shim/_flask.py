@@ -136,6 +136,7 @@ class FlaskHashFS:
     def delete(self, ref: object) -> None:
         """Remove a stored file; no error when missing."""
         self.store.delete(ref)
+        self._state.presence.forget()
 
     def open(self, ref: object, mode: str = "rb") -> IO[Any]:
         """Open a stored file for reading."""
