@@ -7,9 +7,9 @@ from email.utils import formatdate
 
 import pytest
 
+from async_hashfs._engine import StoredBlob
 from async_hashfs._http import (
     CACHE_CONTROL,
-    ServedFile,
     content_disposition,
     parse_range,
     plan_response,
@@ -77,8 +77,8 @@ def test_content_disposition_is_safely_encoded(name: str, expected: str) -> None
     assert "\n" not in value
 
 
-def served(size: int = 1000, extension: str = ".png") -> ServedFile:
-    return ServedFile(io.BytesIO(), "rel", ID, extension, size, MTIME + 0.5, "image/png")
+def served(size: int = 1000, extension: str = ".png") -> StoredBlob:
+    return StoredBlob(io.BytesIO(), "rel", ID, extension, size, MTIME + 0.5)  # type: ignore[arg-type]
 
 
 def plan(method: str = "GET", **headers: str):  # type: ignore[no-untyped-def]

@@ -24,10 +24,10 @@ from typing import IO, Any
 
 from hashfs import HashAddress
 
-from ._exceptions import FileTooLarge, InvalidSource, NotFound, ReadOnlyError
+from ._exceptions import CorruptFile, FileTooLarge, InvalidSource, NotFound, ReadOnlyError
 from ._layout import Layout
 
-__all__ = ["BlobWriter", "Engine", "GCReport", "check_read_mode"]
+__all__ = ["BlobWriter", "Engine", "GCReport", "StoredBlob", "check_read_mode"]
 
 #: Read size for files and the unit of work between cancellation checks.
 CHUNK_SIZE = 1 << 20
@@ -52,6 +52,37 @@ def _write_all(fd: int, data: Any) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class StoredBlob:
+    """A stored file opened for serving: read by position, then closed.
+
+    The object-store engine has its own with the same methods, so the
+    serving rules never touch a file system themselves.
+    """
+
+    __slots__ = ("extension", "file", "id", "mtime", "relpath", "size")
+
+    def __init__(
+        self, file: IO[bytes], relpath: str, id: str, extension: str, size: int, mtime: float
+    ) -> None:
+        self.file = file
+        self.relpath = relpath
+        self.id = id
+        self.extension = extension
+        self.size = size
+        self.mtime = mtime
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Return up to ``size`` bytes from ``offset``."""
+        return os.pread(self.file.fileno(), size, offset)
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass
@@ -365,6 +396,39 @@ class Engine:
         except FileNotFoundError as exc:
             raise NotFound(ref) from exc
         return open(fd, mode)
+
+    def open_blob(self, relpath: str, verify: bool = False) -> StoredBlob | None:
+        """Open the file at content address ``relpath`` for serving, or ``None``.
+
+        Only exact content addresses qualify: anything else (a misplaced file,
+        a folder, the temp folder, a traversal, a symlink) is ``None``.
+
+        Raises:
+            CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
+        """
+        parsed = self.layout.parse_address(relpath)
+        if parsed is None or self.resolve_relpath(relpath) != relpath:
+            return None
+        try:
+            fd = os.open(self.layout.abspath(relpath), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        file = os.fdopen(fd, "rb", buffering=0)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                file.close()
+                return None
+            id, extension = parsed
+            if verify:
+                actual = self.hash_file(fd)
+                if actual != id:
+                    raise CorruptFile(relpath, actual)
+                file.seek(0)
+        except BaseException:
+            file.close()
+            raise
+        return StoredBlob(file, relpath, id, extension, info.st_size, info.st_mtime)
 
     def delete(self, ref: object) -> None:
         """Remove ``ref`` and the folders it leaves empty; no error when missing."""

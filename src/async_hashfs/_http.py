@@ -1,7 +1,8 @@
 """How a stored file is served over HTTP, written once for Quart and Flask.
 
-Pure functions over request headers and the file's metadata, plus one
-blocking ``open_served`` for a worker thread. Stored files never change and
+Pure functions over request headers and a stored blob's metadata (the
+engine opens the blob), plus ``prepare`` to run them in one worker-thread
+hop. Stored files never change and
 are named by their hash, so the rules are simple and strict (RFC 9110): a
 strong ETag of the hash, an immutable year-long cache, preconditions in the
 RFC's order (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since,
@@ -13,16 +14,12 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
-from typing import IO
+from typing import Any
 from urllib.parse import quote
-
-from ._engine import Engine
-from ._exceptions import CorruptFile
 
 __all__ = [
     "CONDITIONAL_HEADERS",
@@ -31,10 +28,8 @@ __all__ = [
     "prepare",
     "CACHE_CONTROL",
     "Plan",
-    "ServedFile",
     "content_disposition",
     "content_type",
-    "open_served",
     "parse_range",
     "plan_response",
     "FileRange",
@@ -44,55 +39,6 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 #: Bytes read per worker-thread hop when streaming a file.
 SERVE_CHUNK = 1 << 20
 _NOT_MODIFIED_HEADERS = ("ETag", "Cache-Control", "Last-Modified", "Vary")
-
-
-@dataclass
-class ServedFile:
-    """An open stored file with what the headers need."""
-
-    file: IO[bytes]
-    relpath: str
-    id: str
-    extension: str
-    size: int
-    mtime: float
-    content_type: str
-
-
-def open_served(engine: Engine, relpath: str, verify: bool = False) -> ServedFile | None:
-    """Open the file at content address ``relpath`` for serving, or ``None``.
-
-    Only exact content addresses qualify: anything else (a misplaced file,
-    a folder, the temp folder, a traversal, a symlink) is ``None``. Blocks.
-
-    Raises:
-        CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
-    """
-    parsed = engine.layout.parse_address(relpath)
-    if parsed is None or engine.resolve_relpath(relpath) != relpath:
-        return None
-    try:
-        fd = os.open(engine.layout.abspath(relpath), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    file = os.fdopen(fd, "rb", buffering=0)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            file.close()
-            return None
-        id, extension = parsed
-        if verify:
-            actual = engine.hash_file(fd)
-            if actual != id:
-                raise CorruptFile(relpath, actual)
-            file.seek(0)
-    except BaseException:
-        file.close()
-        raise
-    return ServedFile(
-        file, relpath, id, extension, info.st_size, info.st_mtime, content_type(extension)
-    )
 
 
 #: The request headers :func:`plan_response` reads.
@@ -110,15 +56,15 @@ SMALL_BODY = 64 << 10
 
 @dataclass
 class Prepared:
-    """A planned answer and its body: bytes in hand, or an open file to stream."""
+    """A planned answer and its body: bytes in hand, or an open blob to stream."""
 
     plan: Plan
     body: bytes = b""
-    file: IO[bytes] | None = None
+    blob: Any = None
 
 
 def prepare(
-    engine: Engine,
+    engine: Any,
     relpath: str,
     method: str,
     headers: dict[str, str | None],
@@ -129,51 +75,50 @@ def prepare(
     """Open, plan and, for small or empty bodies, read and close: one blocking call.
 
     ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`. ``None``
-    when ``relpath`` is not a stored content address. The file is left open
+    when ``relpath`` is not a stored content address. The blob is left open
     only for a body larger than :data:`SMALL_BODY`.
 
     Raises:
         CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
     """
-    served = open_served(engine, relpath, verify)
-    if served is None:
+    blob = engine.open_blob(relpath, verify)
+    if blob is None:
         return None
     try:
-        plan = plan_response(method, headers.get, served, download_name, offload)
+        plan = plan_response(method, headers.get, blob, download_name, offload)
         if plan.end - plan.start > SMALL_BODY:
-            return Prepared(plan, file=served.file)
-        body = os.pread(served.file.fileno(), plan.end - plan.start, plan.start)
+            return Prepared(plan, blob=blob)
+        body = blob.pread(plan.end - plan.start, plan.start) if plan.has_body else b""
     except BaseException:
-        served.file.close()
+        blob.close()
         raise
-    served.file.close()
+    blob.close()
     return Prepared(plan, body)
 
 
 class FileRange:
-    """A WSGI body: bytes ``[start, end)`` of an open file, closed by ``close()``.
+    """A WSGI body: bytes ``[start, end)`` of an open blob, closed by ``close()``.
 
     The server calls ``close()`` however the response ends, even before the
     first byte, which a generator's ``finally`` would miss.
     """
 
-    def __init__(self, file: IO[bytes], start: int, end: int) -> None:
-        self._file = file
+    def __init__(self, blob: Any, start: int, end: int) -> None:
+        self._blob = blob
         self._start = start
         self._end = end
 
     def __iter__(self) -> Iterator[bytes]:
-        fd = self._file.fileno()
         position = self._start
         while position < self._end:
-            data = os.pread(fd, min(SERVE_CHUNK, self._end - position), position)
+            data = self._blob.pread(min(SERVE_CHUNK, self._end - position), position)
             if not data:
                 return
             position += len(data)
             yield data
 
     def close(self) -> None:
-        self._file.close()
+        self._blob.close()
 
 
 def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
@@ -300,7 +245,7 @@ def _date(header: str | None) -> float | None:
 def plan_response(
     method: str,
     header: Callable[[str], str | None],
-    served: ServedFile,
+    served: Any,
     download_name: str | None = None,
     offload: tuple[str, str] | None = None,
 ) -> Plan:
@@ -317,7 +262,7 @@ def plan_response(
         "Cache-Control": CACHE_CONTROL,
         "Last-Modified": formatdate(last_modified, usegmt=True),
         "Accept-Ranges": "bytes",
-        "Content-Type": served.content_type,
+        "Content-Type": content_type(served.extension),
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
     }

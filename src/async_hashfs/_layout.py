@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -51,7 +52,12 @@ class Layout:
     _prefix: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not os.path.isabs(self.root) or os.path.normpath(self.root) != self.root:
+        if self.is_url:
+            scheme, _, rest = self.root.partition("://")
+            bucket = rest.split("/", 1)[0]
+            if scheme != "s3" or not bucket or posixpath.normpath("/" + rest) != "/" + rest:
+                raise ValueError(f"root must be s3://bucket[/prefix], not {self.root!r}")
+        elif not os.path.isabs(self.root) or os.path.normpath(self.root) != self.root:
             raise ValueError(f"root must be an absolute, normalized path, not {self.root!r}")
         for name in ("depth", "width"):
             value = getattr(self, name)
@@ -64,8 +70,14 @@ class Layout:
         if digest.digest_size == 0:
             raise ValueError(f"hash algorithm {self.algorithm!r} has no fixed digest size")
         object.__setattr__(self, "digest_length", digest.digest_size * 2)
-        prefix = self.root if self.root.endswith(os.sep) else self.root + os.sep
+        sep = "/" if self.is_url else os.sep
+        prefix = self.root if self.root.endswith(sep) else self.root + sep
         object.__setattr__(self, "_prefix", prefix)
+
+    @property
+    def is_url(self) -> bool:
+        """Whether the root is an object-store URL (``s3://bucket/prefix``), not a folder."""
+        return "://" in self.root
 
     # -- ids -------------------------------------------------------------
 
@@ -116,9 +128,19 @@ class Layout:
         """
         if "\0" in path:
             return None
-        if not os.path.isabs(path):
-            path = os.path.join(self.root, path)
-        path = os.path.normpath(path)
+        if self.is_url:
+            if path.startswith(self._prefix):
+                path = path[len(self._prefix) :]
+            elif "://" in path or path.startswith("/"):
+                return None
+            relative = posixpath.normpath(path)
+            if relative == ".." or relative.startswith("../"):
+                return None
+            path = self._prefix + ("" if relative == "." else relative)
+        else:
+            if not os.path.isabs(path):
+                path = os.path.join(self.root, path)
+            path = os.path.normpath(path)
         if not path.startswith(self._prefix):
             return None
         relpath = path[len(self._prefix) :]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable, Generator
 from contextlib import aclosing
 from typing import Any
@@ -354,8 +353,8 @@ async def _serve_file(relpath: str) -> Response:
     plan = prepared.plan
     state.presence.seen(relpath, plan.headers)
     body: Any = (
-        _FileBody(store, prepared.file, plan.start, plan.end)
-        if prepared.file is not None
+        _FileBody(store, prepared.blob, plan.start, plan.end)
+        if prepared.blob is not None
         else _Bytes(prepared.body)
     )
     response = Response(body, plan.status, plan.headers)
@@ -382,7 +381,7 @@ class _Bytes:
 
 
 class _FileBody:
-    """Bytes ``[start, end)`` of an open file, read one worker-thread hop per chunk.
+    """Bytes ``[start, end)`` of an open blob, read one worker-thread hop per chunk.
 
     The last read closes the file in the same hop; Quart calls ``aclose()``
     however the response ends, which closes it when the reads did not finish.
@@ -399,7 +398,7 @@ class _FileBody:
 
     def _read(self) -> bytes:
         size = min(SERVE_CHUNK, self._end - self._position)
-        data = os.pread(self._file.fileno(), size, self._position)
+        data: bytes = self._file.pread(size, self._position)
         self._position += len(data)
         if not data or self._position >= self._end:
             self._file.close()

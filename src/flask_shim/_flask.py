@@ -194,12 +194,13 @@ def _serve_file(relpath: str) -> Response:
     if prepared is None:
         abort(404)
     plan = prepared.plan
+    blob = prepared.blob
     body: Any = [prepared.body] if prepared.body else []
-    if prepared.file is not None and plan.status == 200:
+    if blob is not None and plan.status == 200 and getattr(blob, "file", None) is not None:
         # The server's wsgi.file_wrapper may send it with sendfile (gunicorn does).
-        body = wrap_file(request.environ, prepared.file, SERVE_CHUNK)
-    elif prepared.file is not None:
-        body = FileRange(prepared.file, plan.start, plan.end)
+        body = wrap_file(request.environ, blob.file, SERVE_CHUNK)
+    elif blob is not None:
+        body = FileRange(blob, plan.start, plan.end)
     response = Response(body, plan.status, plan.headers, direct_passthrough=True)
     if "Content-Type" not in plan.headers:
         del response.headers["Content-Type"]
