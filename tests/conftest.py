@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -53,3 +54,28 @@ def stored_files(root: Path | str) -> list[str]:
         subfolders[:] = [s for s in subfolders if s != ".hashfs-tmp"]
         found += [os.path.relpath(os.path.join(folder, n), root) for n in names]
     return sorted(found)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """One SeaweedFS server for the session, started on first use."""
+    from . import s3server
+
+    server = s3server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Constructor arguments of an empty store on each backend.
+
+    The same contract tests run on a folder and on an S3 bucket (a fresh
+    prefix per test).
+    """
+    if request.param == "local":
+        return {"root": str(tmp_path / "store")}
+    server = request.getfixturevalue("s3_server")
+    prefix = f"t-{os.getpid()}-{request.node.name}".replace("[", "-").replace("]", "")
+    prefix = "".join(c if c.isalnum() or c in "-_" else "-" for c in prefix)
+    return {"root": f"s3://hashfs-test/{prefix}", "s3_options": server.options()}

@@ -7,6 +7,8 @@ Neither store wraps the other; each writes its own I/O methods over the same
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ._engine import Engine
 from ._layout import Layout, normalize_extension
@@ -26,6 +28,9 @@ class BaseHashFS:
         dmode: permission bits of created folders (before the umask, as HashFS).
         max_size: largest file ``put()`` accepts, in bytes; ``None`` for no limit.
         fsync: flush file and folder to the disk on every commit.
+        s3_options: for an ``s3://bucket/prefix`` root, ``obstore.store.S3Store``
+            options (``endpoint``, ``region``, ``access_key_id``,
+            ``secret_access_key``...); the usual ``AWS_*`` variables fill in the rest.
 
     Raises:
         ValueError: a bad ``depth``, ``width``, ``algorithm`` or ``max_size``.
@@ -42,17 +47,28 @@ class BaseHashFS:
         *,
         max_size: int | None = None,
         fsync: bool = False,
+        s3_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.root = os.path.realpath(root)
+        url = os.fspath(root)
+        self.root = url.rstrip("/") if "://" in url else os.path.realpath(url)
         self.depth = depth
         self.width = width
         self.algorithm = algorithm
         self.fmode = fmode
         self.dmode = dmode
         self.layout = Layout(self.root, depth, width, algorithm)
-        self._engine = Engine(
-            self.layout, fmode=fmode, dmode=dmode, max_size=max_size, fsync=fsync
-        )
+        self._engine: Engine
+        if self.layout.is_url:
+            from ._s3 import S3Engine  # needs the ``s3`` extra (obstore)
+
+            # S3Engine has Engine's methods, duck-typed, on object storage.
+            self._engine = cast(
+                Engine, S3Engine(self.layout, max_size=max_size, fsync=fsync, options=s3_options)
+            )
+        else:
+            self._engine = Engine(
+                self.layout, fmode=fmode, dmode=dmode, max_size=max_size, fsync=fsync
+            )
 
     @property
     def max_size(self) -> int | None:

@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_THREADS": None,
     "HASHFS_BODY_BUFFER": 1 << 20,
     "HASHFS_VERIFY_ON_READ": False,
+    "HASHFS_S3_ENDPOINT": None,
+    "HASHFS_S3_REGION": None,
+    "HASHFS_S3_ACCESS_KEY_ID": None,
+    "HASHFS_S3_SECRET_ACCESS_KEY": None,
+    "HASHFS_S3_OPTIONS": None,
+    "HASHFS_S3_REDIRECT": False,
     "HASHFS_SENDFILE": None,
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
 }
@@ -61,6 +67,8 @@ class Settings:
     sendfile: str | None
     accel_prefix: str
     verify_on_read: bool
+    s3_options: dict[str, Any]
+    s3_redirect: bool
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
@@ -106,7 +114,17 @@ class Settings:
         accel_prefix = str(config["HASHFS_ACCEL_PREFIX"])
         if not accel_prefix.startswith("/"):
             raise ValueError(f'"HASHFS_ACCEL_PREFIX" must start with "/", not {accel_prefix!r}')
+        s3_options = dict(config["HASHFS_S3_OPTIONS"] or {})
+        for key in ("endpoint", "region", "access_key_id", "secret_access_key"):
+            value = config[f"HASHFS_S3_{key.upper()}"]
+            if value is not None:
+                s3_options[key] = value
+        s3_redirect = bool(config["HASHFS_S3_REDIRECT"])
+        if s3_redirect and not str(config["HASHFS_ROOT_FOLDER"]).startswith("s3://"):
+            raise ValueError('"HASHFS_S3_REDIRECT" needs an s3:// "HASHFS_ROOT_FOLDER"')
         return cls(
+            s3_options=s3_options,
+            s3_redirect=s3_redirect,
             verify_on_read=bool(config["HASHFS_VERIFY_ON_READ"]),
             sendfile=None if sendfile is None else str(sendfile).lower(),
             accel_prefix=accel_prefix,
@@ -135,6 +153,7 @@ class Settings:
             "dmode": self.dmode,
             "max_size": self.max_size,
             "fsync": self.fsync,
+            **({"s3_options": self.s3_options} if self.root_folder.startswith("s3://") else {}),
         }
 
     @property

@@ -71,16 +71,23 @@ def prepare(
     download_name: str | None = None,
     offload: tuple[str, str] | None = None,
     verify: bool = False,
+    redirect: bool = False,
 ) -> Prepared | None:
     """Open, plan and, for small or empty bodies, read and close: one blocking call.
 
-    ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`. ``None``
+    With ``redirect`` (an object store), the answer is a 307 to a presigned
+    URL. ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`. ``None``
     when ``relpath`` is not a stored content address. The blob is left open
     only for a body larger than :data:`SMALL_BODY`.
 
     Raises:
         CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
     """
+    if redirect:  # the object store serves the bytes, through a short-lived signed URL
+        url = engine.presign(relpath)
+        if url is None:
+            return None
+        return Prepared(Plan(307, {"Location": url, "Cache-Control": "private, max-age=60"}))
     blob = engine.open_blob(relpath, verify)
     if blob is None:
         return None
@@ -195,6 +202,8 @@ class PresenceCache:
 
     def seen(self, relpath: str, headers: dict[str, str]) -> None:
         """Remember that ``relpath`` was served with ``headers``."""
+        if "ETag" not in headers:  # a redirect: the bytes were never looked at
+            return
         if len(self._entries) >= self._size:
             self._entries.clear()
         self._entries[relpath] = (time.monotonic() + self._ttl, _short(headers))

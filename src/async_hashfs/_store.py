@@ -11,7 +11,7 @@ it stops reading the source while a full batch waits, so memory stays bounded
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator, Mapping
 from contextlib import aclosing
 from typing import IO, Any, Literal, TypeVar, overload
 
@@ -122,10 +122,19 @@ class AsyncHashFS(BaseHashFS):
         *,
         max_size: int | None = None,
         fsync: bool = False,
+        s3_options: Mapping[str, Any] | None = None,
         limiter: anyio.CapacityLimiter | int | None = None,
     ) -> None:
         super().__init__(
-            root, depth, width, algorithm, fmode, dmode, max_size=max_size, fsync=fsync
+            root,
+            depth,
+            width,
+            algorithm,
+            fmode,
+            dmode,
+            max_size=max_size,
+            fsync=fsync,
+            s3_options=s3_options,
         )
         if limiter is None:
             limiter = min(32, (os.cpu_count() or 1) + 4)

@@ -187,6 +187,7 @@ def _serve_file(relpath: str) -> Response:
             request.args.get("download"),
             settings.offload(store.layout.abspath(relpath), relpath),
             settings.verify_on_read,
+            settings.s3_redirect,
         )
     except CorruptFile as exc:
         logger.error("refusing to serve a corrupt file: %s", exc)
