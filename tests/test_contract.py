@@ -137,3 +137,41 @@ async def test_async_store_streams_on_both_loops(backend: dict[str, Any]) -> Non
     assert (await fs.put(BIG, "bin")).is_duplicate
     await fs.delete(address.id)
     assert await fs.count() == 0
+
+
+def test_command_line_on_each_backend(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from async_hashfs._cli import cli
+
+    options = backend.get("s3_options")
+    if options:  # the command line takes an S3 endpoint and keys from AWS_* variables
+        monkeypatch.setenv("AWS_ENDPOINT", options["endpoint"])
+        monkeypatch.setenv("AWS_REGION", options["region"])
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", options["access_key_id"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", options["secret_access_key"])
+        monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+    else:
+        os.makedirs(backend["root"])
+    root = ["--root", backend["root"]]
+    runner = CliRunner()
+    put = runner.invoke(cli, [*root, "put", "-", "-e", "txt", "--json"], input=SMALL)
+    assert put.exit_code == 0, put.output
+    id = json.loads(put.output)["id"]
+    assert runner.invoke(cli, [*root, "get", id]).stdout_bytes == SMALL
+    listing = [
+        json.loads(line)
+        for line in runner.invoke(cli, [*root, "ls", "--json"]).output.splitlines()
+    ]
+    assert listing == [
+        {"relpath": json.loads(put.output)["relpath"], "id": id, "size": len(SMALL)}
+    ]
+    stats = json.loads(runner.invoke(cli, [*root, "stats", "--json"]).output)
+    assert (stats["count"], stats["bytes"]) == (1, len(SMALL))
+    assert runner.invoke(cli, [*root, "verify"]).exit_code == 0
+    assert runner.invoke(cli, [*root, "rm", id]).exit_code == 0
+    assert runner.invoke(cli, [*root, "ls"]).output == ""

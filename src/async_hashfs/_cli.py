@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -73,14 +73,10 @@ class _Progress:
             self._bar.__exit__(None, None, None)
 
 
-def _sizes(paths: Iterable[str]) -> list[tuple[str, int]]:
-    found = []
-    for path in paths:
-        try:
-            found.append((path, os.lstat(path).st_size))
-        except FileNotFoundError:
-            continue
-    return found
+def _sizes(store: Any) -> Iterator[tuple[str, int]]:
+    """``(relpath, size)`` of every stored file, as the store lists them."""
+    for path, size in store._engine.sizes():
+        yield store.layout.inside(path) or path, size
 
 
 def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> click.Group:
@@ -91,7 +87,8 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
             ctx.meta["hashfs.store"] = factory
             return
         root = options.pop("root")
-        if not os.path.isdir(root):
+        # An s3:// root takes its endpoint and keys from the AWS_* variables.
+        if "://" not in root and not os.path.isdir(root):
             click.echo(f"Error: store root {root!r} is not a folder", err=True)
             ctx.exit(3)
 
@@ -234,14 +231,9 @@ def rm(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
 def ls(ctx: click.Context, long_: bool, as_json: bool) -> None:
     """List stored files as they are found (nothing is collected in memory)."""
     store = _store(ctx)
-    for path in store.files():
-        relpath = os.path.relpath(path, store.root)
+    for relpath, size in _sizes(store):
         if not (long_ or as_json):
             click.echo(relpath)
-            continue
-        try:
-            size = os.lstat(path).st_size
-        except FileNotFoundError:
             continue
         id = store.layout.unshard(relpath)
         _emit(
@@ -260,13 +252,13 @@ def stats(ctx: click.Context, top: int, as_json: bool) -> None:
     by_extension: Counter[str] = Counter()
     files_by_extension: Counter[str] = Counter()
     largest: list[tuple[int, str]] = []
-    for path, size in _sizes(store.files()):
+    for relpath, size in _sizes(store):
         count += 1
         total += size
-        extension = os.path.splitext(path)[1] or "(none)"
+        extension = os.path.splitext(relpath)[1] or "(none)"
         by_extension[extension] += size
         files_by_extension[extension] += 1
-        largest = sorted([*largest, (size, os.path.relpath(path, store.root))], reverse=True)[:top]
+        largest = sorted([*largest, (size, relpath)], reverse=True)[:top]
     data = {
         "root": store.root,
         "count": count,
@@ -301,15 +293,14 @@ def stats(ctx: click.Context, top: int, as_json: bool) -> None:
 def verify(ctx: click.Context, jobs: int, as_json: bool, quiet: bool) -> None:
     """Re-hash every file; report those whose bytes no longer match; exit 1 if any."""
     store = _store(ctx)
-    files = _sizes(store.files())
+    files = list(_sizes(store))
     progress = _Progress("verify", sum(size for _, size in files), quiet)
     bad = []
 
     def check(item: tuple[str, int]) -> tuple[str, int, str | None]:
-        path, size = item
-        relpath = os.path.relpath(path, store.root)
+        relpath, size = item
         try:
-            actual = store._engine.hash_file(path)
+            actual = store._engine.hash_file(store.layout.abspath(relpath))
         except FileNotFoundError:
             return relpath, size, None
         return relpath, size, None if actual == store.layout.unshard(relpath) else actual
@@ -341,7 +332,7 @@ def repair(ctx: click.Context, as_json: bool, quiet: bool) -> None:
     store = _store(ctx)
     repaired = store.repair()
     for path, address in repaired:
-        old = os.path.relpath(path, store.root)
+        old = store.layout.inside(path) or path
         _emit(
             {"from": old, "to": address.relpath, "id": address.id},
             as_json,
@@ -400,8 +391,11 @@ def migrate(
     except ValueError as exc:
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(2)
+    if store.layout.is_url:
+        click.echo("Error: migrate works on local stores only", err=True)
+        ctx.exit(2)
     same_hash = target.algorithm == store.algorithm
-    files = _sizes(store.files())
+    files = [(store.layout.abspath(relpath), size) for relpath, size in _sizes(store)]
     progress = _Progress("migrate", sum(size for _, size in files), quiet)
     moved = 0
     try:

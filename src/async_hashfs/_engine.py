@@ -497,6 +497,12 @@ class Engine:
         """Return how many files the store holds."""
         return sum(len(names) for _, names in self.walk())
 
+    def sizes(self) -> Iterator[tuple[str, int]]:
+        """Yield ``(absolute path, size)`` of every stored file."""
+        for path in self.files():
+            with contextlib.suppress(FileNotFoundError):
+                yield path, os.lstat(path).st_size
+
     def size(self) -> int:
         """Return the total size in bytes of the stored files."""
         total = 0

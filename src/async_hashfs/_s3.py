@@ -375,6 +375,10 @@ class S3Engine:
                 seen.add(folder)
                 yield self.layout.abspath(folder) if folder else self.layout.root
 
+    def sizes(self) -> Iterator[tuple[str, int]]:
+        for meta in self._stored():
+            yield self.layout.abspath(meta["path"]), int(meta["size"])
+
     def count(self) -> int:
         return sum(1 for _ in self._stored())
 
