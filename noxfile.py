@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+# Interpreters that pyenv installed but did not put on PATH count as found.
+_PYENV = os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv"))
+for _version in PYTHONS:
+    for _bin in sorted(glob.glob(os.path.join(_PYENV, "versions", f"{_version}.*", "bin"))):
+        os.environ["PATH"] += os.pathsep + _bin
 
 
 @nox.session(python=PYTHONS)

@@ -31,7 +31,7 @@ from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._sources import async_reader
 from ._store import AsyncHashFS
-from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_error
+from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
 
@@ -255,13 +255,8 @@ class QuartHashFS:
             BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
             BadExtension: ``extension`` is not a safe token (400).
         """
-        try:
+        with web_errors():
             return await self.store.put(src, extension)
-        except Exception as exc:
-            translated = web_error(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     async def get(self, ref: object) -> HashAddress | None:
         """Return the address of ``ref``, or ``None``."""
@@ -306,17 +301,15 @@ class QuartHashFS:
         )
         store = self.store
         sink = UploadSink(store._engine, parser)
-        try:
-            async with aclosing(async_reader(request.body)) as chunks:
-                await store._pump(chunks, sink.feed)
-            return await store._run(sink.close)
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await store._run(sink.abort)
-            translated = web_error(exc) if isinstance(exc, Exception) else exc
-            if translated is exc:
+        with web_errors():
+            try:
+                async with aclosing(async_reader(request.body)) as chunks:
+                    await store._pump(chunks, sink.feed)
+                return await store._run(sink.close)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await store._run(sink.abort)
                 raise
-            raise translated from exc
 
 
 async def _serve_file(relpath: str) -> Response:

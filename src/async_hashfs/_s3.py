@@ -29,7 +29,7 @@ from hashfs import HashAddress
 from obstore.exceptions import AlreadyExistsError, NotFoundError, NotSupportedError
 from obstore.store import S3Store
 
-from ._engine import CHUNK_SIZE, GCReport, check_read_mode
+from ._engine import CHUNK_SIZE, Engine, GCReport, check_read_mode
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
 
@@ -221,18 +221,8 @@ class S3Engine:
     def writer(self) -> S3Writer:
         return S3Writer(self)
 
-    def put(
-        self,
-        chunks: Iterable[Any],
-        extension: str = "",
-        checkpoint: Callable[[], None] | None = None,
-    ) -> HashAddress:
-        with self.writer() as writer:
-            for chunk in chunks:
-                if checkpoint is not None:
-                    checkpoint()
-                writer.write(chunk)
-            return writer.commit(extension)
+    # The same single pass as on a file system, through this engine's writer.
+    put = Engine.put
 
     def _create(self, key: str, data: bytes) -> bool:
         """Put ``data`` at ``key`` unless taken; return whether it was."""
@@ -385,11 +375,7 @@ class S3Engine:
     def size(self) -> int:
         return sum(int(meta["size"]) for meta in self._stored())
 
-    def computehash(self, chunks: Iterable[Any]) -> str:
-        digest = hashlib.new(self.layout.algorithm)
-        for chunk in chunks:
-            digest.update(chunk)
-        return digest.hexdigest()
+    computehash = Engine.computehash
 
     def hash_file(self, path: str | int, checkpoint: Callable[[], None] | None = None) -> str:
         """The hex digest of the object at ``path`` (an s3:// URL or a relpath)."""

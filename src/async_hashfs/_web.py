@@ -8,7 +8,8 @@ their own request and stream each file part into their own store.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from hashfs import HashAddress
@@ -46,6 +47,7 @@ __all__ = [
     "Uploads",
     "extension_from_filename",
     "web_error",
+    "web_errors",
 ]
 
 
@@ -91,6 +93,18 @@ class ChunkedBodyUnsupported(LengthRequired, HashFSError):
             "This server cannot read a chunked request body (it does not set "
             "wsgi.input_terminated); send a Content-Length header.",
         )
+
+
+@contextmanager
+def web_errors() -> Iterator[None]:
+    """Re-raise store errors raised inside as their HTTP errors (413, 400)."""
+    try:
+        yield
+    except Exception as exc:
+        translated = web_error(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 def web_error(exc: Exception) -> Exception:

@@ -26,7 +26,7 @@ from async_hashfs._web import (
     MultipartParser,
     Uploads,
     UploadSink,
-    web_error,
+    web_errors,
 )
 
 from ._store import SyncHashFS
@@ -117,13 +117,8 @@ class FlaskHashFS:
         """
         if _is_request_stream(src):
             src = request_body()
-        try:
+        with web_errors():
             return self.store.put(src, extension)
-        except Exception as exc:
-            translated = web_error(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
 
     def get(self, ref: object) -> HashAddress | None:
         """Return the address of ``ref``, or ``None``."""
@@ -161,16 +156,14 @@ class FlaskHashFS:
             max_parts=request.max_form_parts,
         )
         sink = UploadSink(self.store._engine, parser)
-        try:
-            for chunk in request_body():
-                sink.feed((chunk,))
-            return sink.close()
-        except BaseException as exc:
-            sink.abort()
-            translated = web_error(exc) if isinstance(exc, Exception) else exc
-            if translated is exc:
+        with web_errors():
+            try:
+                for chunk in request_body():
+                    sink.feed((chunk,))
+                return sink.close()
+            except BaseException:
+                sink.abort()
                 raise
-            raise translated from exc
 
 
 def _serve_file(relpath: str) -> Response:
