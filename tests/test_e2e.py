@@ -288,7 +288,7 @@ async def wait_until_paused(body: Any) -> None:
     """Return once the body buffer is full and the server had time to fill its own queue."""
     assert isinstance(body, BoundedBody) and body._high_water is not None
     for _ in range(500):
-        if len(body._data) >= body._high_water:
+        if body.buffered >= body._high_water:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.3)
@@ -338,13 +338,13 @@ def quart_app(root: Path, **config: Any) -> tuple[Quart, Seen]:
         async def paced() -> Any:
             async for chunk in body:
                 seen.max_chunk = max(seen.max_chunk, len(chunk))
-                seen.max_buffered = max(seen.max_buffered, len(body._data))
+                seen.max_buffered = max(seen.max_buffered, body.buffered)
                 if seen.payload is not None:
                     consumed = body._consumed
                     seen.max_lead = max(seen.max_lead, seen.payload.sent - consumed)
                 yield chunk
                 await asyncio.sleep(len(chunk) / (40 * MIB))
-                seen.max_buffered = max(seen.max_buffered, len(body._data))
+                seen.max_buffered = max(seen.max_buffered, body.buffered)
 
         return address_json(await fs.put(paced()))
 

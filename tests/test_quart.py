@@ -229,7 +229,7 @@ async def test_body_buffer_is_bounded_when_view_is_slow(root: Path) -> None:
     async def slow() -> Any:
         total = 0
         async for chunk in request.body:
-            seen.append(len(request.body._data) + len(chunk))
+            seen.append(request.body.buffered + len(chunk))
             total += len(chunk)
             await anyio.sleep(0.002)
         return {"total": total}

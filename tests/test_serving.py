@@ -64,14 +64,18 @@ class Harness:
         messages: list[dict[str, Any]] = [{"type": "http.request", "body": b""}]
         sent: list[dict[str, Any]] = []
 
+        finished = asyncio.Event()
+
         async def receive() -> dict[str, Any]:
             if messages:
                 return messages.pop()
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")  # pragma: no cover
+            await finished.wait()  # as a server does once the response is out
+            return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished.set()
 
         scope = {
             "type": "http",

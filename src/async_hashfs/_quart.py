@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Generator
 from contextlib import aclosing
 from typing import Any
@@ -23,7 +24,7 @@ import anyio
 from hashfs import HashAddress
 from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
-from quart.wrappers.request import Body
+from werkzeug.exceptions import ClientDisconnected
 
 from ._cli import app_group
 from ._config import AppState, Settings
@@ -39,13 +40,14 @@ _EXTENSION = "hashfs"
 logger = logging.getLogger("async_hashfs")
 
 
-class BoundedBody(Body):
+class BoundedBody:
     """A request body that holds at most ``high_water`` bytes until read.
 
-    ``max_content_length`` is looked up when the body is read, so a view may
-    raise ``request.max_content_length`` for its own route before reading.
-    Awaiting the whole body (``get_data``, ``form``) buffers it as Quart
-    does, up to that limit.
+    It replaces Quart's ``Body`` (same methods, for Quart 0.22 and 0.23),
+    which buffers without bound. ``max_content_length`` is looked up when
+    the body is read, so a view may raise ``request.max_content_length`` for
+    its own route before reading. Awaiting the whole body (``get_data``,
+    ``form``) buffers it as Quart does, up to that limit.
     """
 
     def __init__(
@@ -54,33 +56,25 @@ class BoundedBody(Body):
         max_content_length: Callable[[], int | None],
         high_water: int,
     ) -> None:
-        super().__init__(expected_content_length, None)
         self._expected = expected_content_length
         self._limit = max_content_length
         self._high_water: int | None = high_water
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
         self._received = 0
         self._consumed = 0
+        self._complete = False
+        self._disconnected = False
+        self._must_raise: Exception | None = None
+        self._data: bytes | None = None
+        self._changed = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
 
-    def discard(self) -> None:
-        """Drop what is buffered and take the rest of the body without keeping it."""
-        if self._must_raise is None:
-            self._must_raise = BodyTooLarge(0, "discarded request body")
-        self._data.clear()
-        self._high_water = None
-        self._space.set()
-
-    async def wait_for_space(self) -> None:
-        """Return once the buffer has room for another message."""
-        await self._space.wait()
-
-    def _check(self, size: int) -> None:
-        limit = self._limit()
-        if limit is not None and max(size, self._expected or 0) > limit:
-            raise BodyTooLarge(limit)
+    # -- fed by the connection ---------------------------------------------
 
     def append(self, data: bytes) -> None:
+        """Take one ASGI message's bytes."""
         if not data or self._must_raise is not None:
             return
         self._received += len(data)
@@ -88,34 +82,106 @@ class BoundedBody(Body):
             limit = self._limit()
             if limit is not None and self._received > limit:
                 self._must_raise = BodyTooLarge(limit)
+                self._chunks.clear()
                 self.set_complete()
-                self._data.clear()
                 return
-        super().append(data)
-        if self._high_water is not None and len(self._data) >= self._high_water:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._changed.set()
+        if self._high_water is not None and self._buffered >= self._high_water:
             self._space.clear()
 
+    async def put(self, data: bytes) -> None:
+        """Take one message's bytes once there is room (Quart 0.23's interface)."""
+        await self.wait_for_space()
+        self.append(data)
+
+    async def wait_for_space(self) -> None:
+        """Return once the buffer has room for another message."""
+        await self._space.wait()
+
     def set_complete(self) -> None:
-        super().set_complete()
+        self._complete = True
+        self._changed.set()
         self._space.set()
+
+    def set_result(self, data: bytes) -> None:
+        self.append(data)
+        self.set_complete()
+
+    def disconnect(self) -> None:
+        self._disconnected = True
+        self._changed.set()
+        self._space.set()
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+        self._data = b""
+
+    def discard(self) -> None:
+        """Drop what is buffered and take the rest of the body without keeping it."""
+        if self._must_raise is None:
+            self._must_raise = BodyTooLarge(0, "discarded request body")
+        self._chunks.clear()
+        self._buffered = 0
+        self._high_water = None
+        self._space.set()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read."""
+        return self._buffered
+
+    # -- read by the view ------------------------------------------------------
+
+    def _check(self, size: int) -> None:
+        limit = self._limit()
+        if limit is not None and max(size, self._expected or 0) > limit:
+            raise BodyTooLarge(limit)
+
+    def __aiter__(self) -> BoundedBody:
+        return self
 
     async def __anext__(self) -> bytes:
         self._check(self._consumed)
-        try:
-            data = await super().__anext__()
-        finally:
-            self._space.set()
+        while not self._chunks:
+            if self._must_raise is not None:
+                raise self._must_raise
+            if self._complete:
+                raise StopAsyncIteration
+            if self._disconnected:
+                raise ClientDisconnected()
+            self._changed.clear()
+            await self._changed.wait()
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self._space.set()
         self._consumed += len(data)
         self._check(self._consumed)
         return data
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, bytes]:
+        return self._whole().__await__()
+
+    async def _whole(self) -> bytes:
         self._check(self._received)
+        if self._data is not None:
+            return self._data
         self._high_water = None  # the whole body is wanted: stop pausing
         self._space.set()
-        data = yield from super().__await__()
-        self._check(len(data))
-        return data
+        while not (self._complete or self._disconnected or self._must_raise):
+            self._changed.clear()
+            await self._changed.wait()
+        if self._must_raise is not None:
+            raise self._must_raise
+        if not self._complete:
+            raise ClientDisconnected()
+        self._data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._check(len(self._data))
+        return self._data
 
 
 class _BoundedConnection(ASGIHTTPConnection):
@@ -135,7 +201,7 @@ class _BoundedConnection(ASGIHTTPConnection):
             return config["MAX_CONTENT_LENGTH"] if value is None else value
 
         buffer = self.app.extensions[_EXTENSION].settings.body_buffer
-        req.body = BoundedBody(req.content_length, limit, buffer)
+        req.body = BoundedBody(req.content_length, limit, buffer)  # type: ignore[assignment]
         return req
 
     async def handle_request(self, request: Any, send: Any) -> None:
@@ -155,17 +221,22 @@ class _BoundedConnection(ASGIHTTPConnection):
 
         await super().handle_request(request, send_then_discard)
 
-    async def handle_messages(self, request: Any, receive: Any) -> None:
+    async def handle_messages(self, request: Any, receive: Any, *request_task: Any) -> None:
+        # Quart 0.22 calls this with (request, receive) and cancels the view
+        # itself on return; 0.23 adds the view's task for us to cancel.
         body = request.body
         while True:
-            if isinstance(body, BoundedBody):
-                await body.wait_for_space()
+            await body.wait_for_space()
             message = await receive()
             if message["type"] == "http.request":
                 body.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     body.set_complete()
             elif message["type"] == "http.disconnect":
+                body.disconnect()
+                if request_task:
+                    self._disconnected = True
+                    request_task[0].cancel()
                 return
 
 
