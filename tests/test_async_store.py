@@ -309,3 +309,18 @@ async def test_limiter_bounds_worker_threads(root: Path) -> None:
     assert await fs.count() == 20
     shared = anyio.CapacityLimiter(3)
     assert (await new_store(root, limiter=shared)).limiter is shared
+
+
+async def test_source_that_reuses_its_buffer(async_fs: AsyncHashFS) -> None:
+    buffer = bytearray(65536)
+    pieces = []
+
+    async def refilling() -> AsyncIterator[bytearray]:
+        for n in range(64):
+            buffer[:] = bytes([n]) * 65536
+            pieces.append(bytes(buffer))
+            yield buffer
+
+    address = await async_fs.put(refilling())
+    assert address.id == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert await async_fs.verify(address.id)

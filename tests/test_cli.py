@@ -250,3 +250,13 @@ def test_app_cli_uses_the_configured_store(framework: str, root: Path, files: li
     assert json.loads(result.output)["relpath"] == f"{id[:2]}/{id[2:4]}/{id[4:]}"
     assert runner.invoke(args=["hashfs", "verify"]).exit_code == 0
     assert runner.invoke(args=["hashfs", "get", id]).stdout_bytes == b"alpha"
+
+
+def test_migrate_to_new_algorithm_twice_loses_nothing(root: Path, files: list[Path]) -> None:
+    run(root, "put", *map(str, files))
+    args = ["migrate", "--depth", "2", "--width", "2", "--algorithm", "sha512"]
+    assert run(root, *args).exit_code == 0
+    again = run(root, *args, "--json")
+    assert again.exit_code == 0
+    assert json.loads(again.output)["moved"] == 0
+    assert SyncHashFS(root, depth=2, width=2, algorithm="sha512").count() == 3

@@ -59,3 +59,58 @@ def test_makepath_retries_when_a_delete_races_it(
     engine.makepath(str(folder))
     assert calls == 2
     assert folder.is_dir()
+
+
+# -- regressions found in review ----------------------------------------------
+
+
+def test_put_refuses_a_symlinked_shard_folder(tmp_path: Path) -> None:
+    import hashlib
+
+    from flask_shim import SyncHashFS
+
+    root = tmp_path / "store"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fs = SyncHashFS(root)
+    data = b"lands outside?"
+    first = hashlib.sha256(data).hexdigest()[0]
+    root.mkdir()
+    os.symlink(outside, root / first)
+    with pytest.raises(NotADirectoryError, match="symlink"):
+        fs.put(data)
+    assert list(outside.rglob("*")) == []
+    (outside / "victim").mkdir()
+    fs.remove_empty(str(root / first / "victim"))
+    assert (outside / "victim").is_dir()
+
+
+def test_repair_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from flask_shim import SyncHashFS
+
+    fs = SyncHashFS(tmp_path)
+    (tmp_path / "one.txt").write_bytes(b"one")
+    (tmp_path / "two.txt").write_bytes(b"two")
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert len(fs.repair()) == 2
+    assert fs.count() == 2
+    assert list(fs.corrupted()) == []
+
+
+def test_gc_leaves_a_fresh_empty_temp_file_alone(tmp_path: Path) -> None:
+    from flask_shim import SyncHashFS
+
+    fs = SyncHashFS(tmp_path)
+    temp = tmp_path / ".hashfs-tmp"
+    temp.mkdir()
+    fresh = temp / "1-fresh.tmp"
+    fresh.write_bytes(b"")  # as a writer's file is before it takes its lock
+    assert fs.gc().temp_files == []
+    os.utime(fresh, (0, 0))
+    assert fs.gc().temp_files == [str(fresh)]

@@ -211,3 +211,18 @@ def test_presence_cache_answers_revalidations_of_files_seen_moments_ago() -> Non
     expired = PresenceCache(ttl=0)
     expired.seen("rel", full)
     assert expired.not_modified("rel", "GET", lookup.get) is None
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=\u00b2-", "bytes=" + "1" * 5000 + "-", "bytes=0-\u00b9"]
+)
+def test_range_with_odd_digits_is_ignored(header: str) -> None:
+    assert parse_range(header, 1000) is None
+
+
+def test_rfc850_and_asctime_dates_are_gmt() -> None:
+    from async_hashfs._http import _date
+
+    imf = _date("Sun, 06 Nov 1994 08:49:37 GMT")
+    assert _date("Sunday, 06-Nov-94 08:49:37 GMT") == imf
+    assert _date("Sun Nov  6 08:49:37 1994") == imf

@@ -11,6 +11,7 @@ reference that names nothing, 3 the store's root is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -401,20 +402,20 @@ def migrate(
     try:
         for path, size in files:
             relpath = os.path.relpath(path, store.root)
-            if target.parse_address(relpath) is not None and (
-                same_hash or store._engine.hash_file(path) == target.unshard(relpath)
-            ):
-                progress.advance(size)
-                continue  # already at its new address
-            parsed = store.layout.parse_address(relpath) if same_hash else None
-            if parsed is not None:
+            # A valid address names the same id under any depth and width.
+            parsed = store.layout.parse_address(relpath) or target.parse_address(relpath)
+            if parsed is not None and same_hash:
                 id, extension = parsed
             else:
                 id = _hash(path, target.algorithm)
                 extension = os.path.splitext(relpath)[1]
             new_path = target.abspath(target.relpath(id, extension))
+            if new_path == path:
+                progress.advance(size)
+                continue  # already at its new address: never unlink its only name
             store._engine._link(path, new_path)
-            os.remove(path)
+            with contextlib.suppress(FileNotFoundError):  # the rename fallback moved it
+                os.remove(path)
             store._engine.remove_empty(os.path.dirname(path))
             moved += 1
             progress.advance(size)

@@ -32,6 +32,8 @@ __all__ = ["BlobWriter", "Engine", "GCReport", "StoredBlob", "check_read_mode"]
 #: Read size for files and the unit of work between cancellation checks.
 CHUNK_SIZE = 1 << 20
 _TEMP_SUFFIX = ".tmp"
+#: gc() leaves an empty temp file this young alone (its writer may be about to lock it).
+_FRESH = 2.0
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
@@ -217,7 +219,8 @@ class Engine:
             fd = os.open(path, flags, 0o600)
         try:
             # A live writer holds this lock; gc() only removes unlocked temp files.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Blocking: gc() may hold it for a moment while it looks.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if self.fmode is not None:
                 os.fchmod(fd, self.fmode)
         except BaseException:
@@ -229,7 +232,13 @@ class Engine:
     def _link(self, temp: str, abspath: str) -> bool:
         """Give ``temp`` the name ``abspath`` unless taken; return whether it was."""
         folder = os.path.dirname(abspath)
+        relpath = self.layout.inside(abspath)
+        folders = relpath.split(os.sep)[:-1] if relpath else []
         for _ in range(16):
+            if folders and self._folder_is_not_real(folders):
+                raise NotADirectoryError(
+                    errno.ENOTDIR, "a folder on the way is a symlink, not a folder", folder
+                )
             try:
                 os.link(temp, abspath)
             except FileExistsError:
@@ -356,6 +365,19 @@ class Engine:
             return None
         return folders + os.sep + found if folders else found
 
+    def _folder_is_not_real(self, folders: list[str]) -> bool:
+        """Whether a folder on the way exists as something else (a symlink); missing is fine."""
+        path = self.layout.root
+        for folder in folders:
+            path = path + os.sep + folder
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISDIR(mode):
+                return True
+        return False
+
     def _folders_are_real(self, folders: list[str]) -> bool:
         # Each shard folder must be a real folder, not a symlink out of the root.
         path = self.layout.root
@@ -444,7 +466,7 @@ class Engine:
     def remove_empty(self, folder: str) -> None:
         """Remove ``folder`` and its parents while empty, stopping at the root."""
         relpath = self.layout.inside(folder)
-        if relpath is None:
+        if relpath is None or not self._folders_are_real(relpath.split(os.sep)):
             return
         path = self.layout.abspath(relpath)
         while path != self.layout.root:
@@ -562,7 +584,8 @@ class Engine:
         repaired = []
         for path, address in list(self.corrupted(extensions)):
             self._link(path, address.abspath)
-            os.remove(path)
+            with contextlib.suppress(FileNotFoundError):  # the rename fallback moved it
+                os.remove(path)
             if self.fmode is not None:
                 os.chmod(address.abspath, self.fmode)
             self.remove_empty(os.path.dirname(path))
@@ -611,7 +634,10 @@ class Engine:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            return True
+            info = os.fstat(fd)
+            # Unlocked and empty a moment after creation: maybe a writer that
+            # has not taken its lock yet. Leave it for a later gc.
+            return not (info.st_size == 0 and time.time() - info.st_mtime < _FRESH)
         finally:
             os.close(fd)
 

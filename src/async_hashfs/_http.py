@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+_RANGE_SPEC = re.compile(r"([0-9]{0,18})\s*-\s*([0-9]{0,18})")
 #: Bytes read per worker-thread hop when streaming a file.
 SERVE_CHUNK = 1 << 20
 _NOT_MODIFIED_HEADERS = ("ETag", "Cache-Control", "Last-Modified", "Vary")
@@ -141,10 +144,10 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
         return None
     ranges: list[tuple[int, int]] = []
     for part in spec.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not dash:
+        match = _RANGE_SPEC.fullmatch(part.strip())
+        if match is None:
             return None
-        first, last = first.strip(), last.strip()
+        first, last = match.group(1), match.group(2)
         if not first:
             if not last.isdigit():
                 return None
@@ -246,9 +249,12 @@ def _date(header: str | None) -> float | None:
     if not header:
         return None
     try:
-        return parsedate_to_datetime(header).timestamp()
+        moment = parsedate_to_datetime(header)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if moment.tzinfo is None:  # RFC 850 and asctime dates are GMT (RFC 9110 5.6.7)
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def plan_response(

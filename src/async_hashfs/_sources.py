@@ -66,7 +66,9 @@ async def async_reader(src: Any) -> AsyncGenerator[Any, None]:
         return
     try:
         async for chunk in src:
-            yield _as_bytes(chunk)
+            # Batched chunks wait while the source produces more: a source
+            # that refills one buffer must not rewrite what is waiting.
+            yield chunk if isinstance(chunk, bytes) else bytes(_as_bytes(chunk))
     finally:
         if inspect.isasyncgen(src):
             await src.aclose()
