@@ -109,8 +109,11 @@ def test_gc_leaves_a_fresh_empty_temp_file_alone(tmp_path: Path) -> None:
     fs = SyncHashFS(tmp_path)
     temp = tmp_path / ".hashfs-tmp"
     temp.mkdir()
-    fresh = temp / "1-fresh.tmp"
-    fresh.write_bytes(b"")  # as a writer's file is before it takes its lock
+    fresh = temp / f"{os.getpid()}-fresh.tmp"  # a live process's file, not yet locked
+    fresh.write_bytes(b"")
     assert fs.gc().temp_files == []
     os.utime(fresh, (0, 0))
     assert fs.gc().temp_files == [str(fresh)]
+    dead = temp / "999999999-dead.tmp"  # no such process: removed at once
+    dead.write_bytes(b"")
+    assert fs.gc().temp_files == [str(dead)]

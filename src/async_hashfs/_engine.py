@@ -636,10 +636,25 @@ class Engine:
                 return False
             info = os.fstat(fd)
             # Unlocked and empty a moment after creation: maybe a writer that
-            # has not taken its lock yet. Leave it for a later gc.
-            return not (info.st_size == 0 and time.time() - info.st_mtime < _FRESH)
+            # has not taken its lock yet, unless the process named in the file
+            # name is gone. Such a file is left for a later gc.
+            fresh = info.st_size == 0 and time.time() - info.st_mtime < _FRESH
+            return not fresh or not _process_alive(os.path.basename(path).split("-", 1)[0])
         finally:
             os.close(fd)
+
+
+def _process_alive(pid: str) -> bool:
+    """Whether the process ``pid`` (a temp file's name prefix) still runs here."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def source_error(src: object) -> InvalidSource:
