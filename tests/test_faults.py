@@ -45,7 +45,7 @@ WRITER = textwrap.dedent(
     async def chunks(rng):
         for _ in range(size // 65536):
             yield rng.randbytes(65536)
-            await anyio.sleep(0.001)  # a client sending, not a local file
+            await anyio.sleep(0.002)  # a client sending, not a local file
 
     async def main():
         fs = AsyncHashFS(root)
@@ -64,12 +64,12 @@ def test_writers_killed_at_random_points(root: Path, tmp_path: Path) -> None:
     script.write_text(WRITER)
     rng = random.Random(SEED)
     kills = 0
-    for process_number in range(10):  # 10 writers x 5 puts of 8 MiB, about 0.2 s each
+    for process_number in range(10):  # 10 writers x 5 puts of 8 MiB, about 0.3 s each
         writer = subprocess.Popen(
             [sys.executable, str(script), str(root), str(process_number), "5", str(8 << 20)],
             stdout=subprocess.DEVNULL,
         )
-        time.sleep(0.3 + rng.random() * 0.8)  # past start-up, somewhere in the puts
+        time.sleep(0.4 + rng.random() * 1.0)  # past start-up, somewhere in the puts
         if writer.poll() is None:
             writer.send_signal(signal.SIGKILL)
             kills += 1
