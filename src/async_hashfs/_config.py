@@ -14,7 +14,7 @@ from hashfs import HashFS
 
 from ._http import PresenceCache
 
-__all__ = ["DEFAULTS", "AppState", "Settings", "join_url"]
+__all__ = ["DEFAULTS", "EXTENSION", "AppState", "Settings", "app_state", "join_url", "register"]
 
 #: Every key the extensions read, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -223,3 +223,50 @@ class AppState:
         if key == "client":
             return self.client
         raise KeyError(key)
+
+
+#: The key of an app's state in ``app.extensions``, as Flask-HashFS used.
+EXTENSION = "hashfs"
+
+
+def register(
+    app: Any, make_store: Callable[[Settings], Any], serve_view: Callable[..., Any]
+) -> AppState:
+    """Do what ``init_app`` does alike on Quart and Flask.
+
+    Read the settings, build the store, create its root, keep the state in
+    ``app.extensions["hashfs"]``, add the serving route when asked and the
+    ``hashfs`` command group.
+
+    Raises:
+        RuntimeError: the app already has a hashfs extension.
+        ValueError: a missing or invalid ``HASHFS_*`` value.
+    """
+    from ._cli import app_group
+
+    if EXTENSION in app.extensions:
+        raise RuntimeError("A hashfs extension is already registered on this app.")
+    settings = Settings.from_config(app.config)
+    store = make_store(settings)
+    store._engine.makepath(store.root)
+    state = AppState(settings, store)
+    app.extensions[EXTENSION] = state
+    if settings.serve:
+        app.add_url_rule(settings.serve_rule, "hashfs_file", serve_view, methods=["GET", "HEAD"])
+    app.cli.add_command(app_group(settings))
+    return state
+
+
+def app_state(app: Any, extension_name: str) -> AppState:
+    """The state ``register`` kept for ``app``.
+
+    Raises:
+        RuntimeError: the extension was never registered on ``app``.
+    """
+    try:
+        state: AppState = app.extensions[EXTENSION]
+    except KeyError:
+        raise RuntimeError(
+            f"{extension_name} is not registered on this app. Did you forget to call 'init_app'?"
+        ) from None
+    return state

@@ -26,8 +26,7 @@ from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
 from werkzeug.exceptions import ClientDisconnected
 
-from ._cli import app_group
-from ._config import AppState, Settings
+from ._config import EXTENSION, AppState, app_state, register
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._sources import async_reader
@@ -36,7 +35,6 @@ from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
 
-_EXTENSION = "hashfs"
 logger = logging.getLogger("async_hashfs")
 
 
@@ -200,7 +198,7 @@ class _BoundedConnection(ASGIHTTPConnection):
             value: int | None = req.max_content_length
             return config["MAX_CONTENT_LENGTH"] if value is None else value
 
-        buffer = self.app.extensions[_EXTENSION].settings.body_buffer
+        buffer = self.app.extensions[EXTENSION].settings.body_buffer
         req.body = BoundedBody(req.content_length, limit, buffer)  # type: ignore[assignment]
         return req
 
@@ -267,19 +265,11 @@ class QuartHashFS:
             ValueError: a missing or invalid ``HASHFS_*`` value.
             RuntimeError: the app already has a hashfs extension.
         """
-        if _EXTENSION in app.extensions:
-            raise RuntimeError("A hashfs extension is already registered on this app.")
-        settings = Settings.from_config(app.config)
-        store = AsyncHashFS(
-            settings.root_folder, **settings.store_options(), limiter=settings.threads
+        register(
+            app,
+            lambda s: AsyncHashFS(s.root_folder, **s.store_options(), limiter=s.threads),
+            _serve_file,
         )
-        store._engine.makepath(store.root)
-        app.extensions[_EXTENSION] = AppState(settings, store)
-        if settings.serve:
-            app.add_url_rule(
-                settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
-            )
-        app.cli.add_command(app_group(settings))
         base = app.asgi_http_class
         if not issubclass(base, _BoundedConnection):
             app.asgi_http_class = type(f"Bounded{base.__name__}", (_BoundedConnection, base), {})
@@ -288,13 +278,7 @@ class QuartHashFS:
 
     @property
     def _state(self) -> AppState:
-        try:
-            state: AppState = current_app.extensions[_EXTENSION]
-        except KeyError:
-            raise RuntimeError(
-                "QuartHashFS is not registered on this app. Did you forget to call 'init_app'?"
-            ) from None
-        return state
+        return app_state(current_app, "QuartHashFS")
 
     @property
     def store(self) -> AsyncHashFS:
@@ -389,7 +373,7 @@ async def _serve_file(relpath: str) -> Response:
     Opening, planning and (for a small or empty body) reading and closing
     take one worker-thread hop; a large body streams one hop per MiB.
     """
-    state: AppState = current_app.extensions[_EXTENSION]
+    state: AppState = current_app.extensions[EXTENSION]
     store: AsyncHashFS = state.store
     settings = state.settings
     not_modified = state.presence.not_modified(relpath, request.method, request.headers.get)

@@ -16,8 +16,7 @@ from hashfs import HashAddress
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import wrap_file
 
-from async_hashfs._cli import app_group
-from async_hashfs._config import AppState, Settings
+from async_hashfs._config import EXTENSION, AppState, app_state, register
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._web import (
@@ -33,7 +32,6 @@ from ._store import SyncHashFS
 
 __all__ = ["FlaskHashFS"]
 
-_EXTENSION = "hashfs"
 logger = logging.getLogger("async_hashfs")
 _CHUNK = 1 << 20
 
@@ -57,29 +55,13 @@ class FlaskHashFS:
             ValueError: a missing or invalid ``HASHFS_*`` value.
             RuntimeError: the app already has a hashfs extension.
         """
-        if _EXTENSION in app.extensions:
-            raise RuntimeError("A hashfs extension is already registered on this app.")
-        settings = Settings.from_config(app.config)
-        store = SyncHashFS(settings.root_folder, **settings.store_options())
-        store.makepath(store.root)
-        app.extensions[_EXTENSION] = AppState(settings, store)
-        app.cli.add_command(app_group(settings))
-        if settings.serve:
-            app.add_url_rule(
-                settings.serve_rule, "hashfs_file", _serve_file, methods=["GET", "HEAD"]
-            )
+        register(app, lambda s: SyncHashFS(s.root_folder, **s.store_options()), _serve_file)
 
     # -- the current app's store ---------------------------------------------
 
     @property
     def _state(self) -> AppState:
-        try:
-            state: AppState = current_app.extensions[_EXTENSION]
-        except KeyError:
-            raise RuntimeError(
-                "FlaskHashFS is not registered on this app. Did you forget to call 'init_app'?"
-            ) from None
-        return state
+        return app_state(current_app, "FlaskHashFS")
 
     @property
     def store(self) -> SyncHashFS:
@@ -168,7 +150,7 @@ class FlaskHashFS:
 
 def _serve_file(relpath: str) -> Response:
     """The serving route: a stored file by its content address, with HTTP's file rules."""
-    state: AppState = current_app.extensions[_EXTENSION]
+    state: AppState = current_app.extensions[EXTENSION]
     store: SyncHashFS = state.store
     settings = state.settings
     try:
