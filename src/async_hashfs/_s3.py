@@ -290,18 +290,11 @@ class S3Engine:
             return None
         return relpath if self._exists(_key(relpath)) else None
 
-    def resolve(self, ref: object) -> str | None:
-        relpath = self.resolve_relpath(ref)
-        return None if relpath is None else self.layout.abspath(relpath)
-
-    def address(self, relpath: str) -> HashAddress:
-        return HashAddress(
-            self.layout.unshard(relpath), relpath, self.layout.abspath(relpath), False
-        )
-
-    def get(self, ref: object) -> HashAddress | None:
-        relpath = self.resolve_relpath(ref)
-        return None if relpath is None else self.address(relpath)
+    # What only needs resolve_relpath, the layout and hash_file is Engine's own.
+    resolve = Engine.resolve
+    address = Engine.address
+    get = Engine.get
+    verify = Engine.verify
 
     def open(self, ref: object, mode: str = "rb") -> IO[Any]:
         check_read_mode(mode)
@@ -386,12 +379,6 @@ class S3Engine:
                 checkpoint()
             digest.update(chunk)
         return digest.hexdigest()
-
-    def verify(self, ref: object) -> bool:
-        relpath = self.resolve_relpath(ref)
-        if relpath is None:
-            raise NotFound(ref)
-        return self.hash_file(relpath) == self.layout.unshard(relpath)
 
     def corrupted(self, extensions: bool = True) -> Iterator[tuple[str, HashAddress]]:
         for meta in self._stored():
