@@ -14,7 +14,16 @@ from hashfs import HashFS
 
 from ._http import PresenceCache
 
-__all__ = ["DEFAULTS", "EXTENSION", "AppState", "Settings", "app_state", "join_url", "register"]
+__all__ = [
+    "DEFAULTS",
+    "EXTENSION",
+    "AppState",
+    "ExtensionBase",
+    "Settings",
+    "app_state",
+    "join_url",
+    "register",
+]
 
 #: Every key the extensions read, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -270,3 +279,36 @@ def app_state(app: Any, extension_name: str) -> AppState:
             f"{extension_name} is not registered on this app. Did you forget to call 'init_app'?"
         ) from None
     return state
+
+
+class ExtensionBase:
+    """What ``QuartHashFS`` and ``FlaskHashFS`` share that does no I/O.
+
+    Each extension names itself and says how to reach its framework's
+    current app; its I/O methods it writes out for itself.
+    """
+
+    _name = "hashfs"
+
+    def _current_app(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def _state(self) -> AppState:
+        return app_state(self._current_app(), self._name)
+
+    @property
+    def client(self) -> Any:
+        """A ``hashfs.HashFS`` on the same root, for code written for HashFS."""
+        return self._state.client
+
+    @property
+    def config(self) -> Any:
+        """The current app's config."""
+        return self._current_app().config
+
+    def __getattr__(self, name: str) -> Any:
+        # Other attributes are the app's store's, as Flask-HashFS proxied to HashFS.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._state.store, name)

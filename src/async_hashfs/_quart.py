@@ -26,7 +26,7 @@ from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
 from werkzeug.exceptions import ClientDisconnected
 
-from ._config import EXTENSION, AppState, app_state, register
+from ._config import EXTENSION, AppState, ExtensionBase, register
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._sources import async_reader
@@ -238,7 +238,7 @@ class _BoundedConnection(ASGIHTTPConnection):
                 return
 
 
-class QuartHashFS:
+class QuartHashFS(ExtensionBase):
     """A content-addressable store for a Quart app, configured by ``HASHFS_*`` keys.
 
     Use it like Flask-HashFS, with ``await``::
@@ -276,30 +276,16 @@ class QuartHashFS:
 
     # -- the current app's store ---------------------------------------------
 
-    @property
-    def _state(self) -> AppState:
-        return app_state(current_app, "QuartHashFS")
+    _name = "QuartHashFS"
+
+    def _current_app(self) -> Any:
+        return current_app
 
     @property
     def store(self) -> AsyncHashFS:
         """The app's :class:`AsyncHashFS`."""
         store: AsyncHashFS = self._state.store
         return store
-
-    @property
-    def client(self) -> Any:
-        """A ``hashfs.HashFS`` on the same root, for code written for HashFS."""
-        return self._state.client
-
-    @property
-    def config(self) -> Any:
-        """The current app's config."""
-        return current_app.config
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.store, name)
 
     # -- operations --------------------------------------------------------
 

@@ -16,7 +16,7 @@ from hashfs import HashAddress
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import wrap_file
 
-from async_hashfs._config import EXTENSION, AppState, app_state, register
+from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._web import (
@@ -36,7 +36,7 @@ logger = logging.getLogger("async_hashfs")
 _CHUNK = 1 << 20
 
 
-class FlaskHashFS:
+class FlaskHashFS(ExtensionBase):
     """A content-addressable store for a Flask app, configured by ``HASHFS_*`` keys.
 
     A drop-in for Flask-HashFS: same config keys, errors and URLs, and other
@@ -59,30 +59,16 @@ class FlaskHashFS:
 
     # -- the current app's store ---------------------------------------------
 
-    @property
-    def _state(self) -> AppState:
-        return app_state(current_app, "FlaskHashFS")
+    _name = "FlaskHashFS"
+
+    def _current_app(self) -> Any:
+        return current_app
 
     @property
     def store(self) -> SyncHashFS:
         """The app's :class:`SyncHashFS`."""
         store: SyncHashFS = self._state.store
         return store
-
-    @property
-    def client(self) -> Any:
-        """A ``hashfs.HashFS`` on the same root, for code written for HashFS."""
-        return self._state.client
-
-    @property
-    def config(self) -> Any:
-        """The current app's config."""
-        return current_app.config
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.store, name)
 
     # -- operations --------------------------------------------------------
 
