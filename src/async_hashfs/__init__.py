@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hashfs import HashAddress
-
+from ._address import HashAddress
 from ._engine import GCReport
 from ._exceptions import (
     CorruptFile,
@@ -20,12 +19,13 @@ from ._exceptions import (
     NotFound,
     ReadOnlyError,
 )
-from ._store import AsyncBinaryFile, AsyncHashFS, AsyncTextFile
+from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 
 __all__ = [
     "CorruptFile",
     "QuartHashFS",
     "AsyncBinaryFile",
+    "AsyncFileOpener",
     "AsyncHashFS",
     "AsyncTextFile",
     "FileTooLarge",

@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from hashfs import HashAddress
-
+from ._address import HashAddress
 from ._exceptions import CorruptFile, FileTooLarge, InvalidSource, NotFound, ReadOnlyError
 from ._layout import Layout
 

@@ -21,11 +21,11 @@ from contextlib import aclosing
 from typing import Any
 
 import anyio
-from hashfs import HashAddress
 from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
 from werkzeug.exceptions import ClientDisconnected
 
+from ._address import HashAddress
 from ._config import EXTENSION, AppState, ExtensionBase, register
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
@@ -314,7 +314,7 @@ class QuartHashFS(ExtensionBase):
 
     def open(self, ref: object, mode: str = "rb") -> Any:
         """Open a stored file: ``await fs.open(ref)`` or ``async with fs.open(ref)``."""
-        return self.store.open(ref, mode)  # type: ignore[call-overload]
+        return self.store.open(ref, mode)
 
     def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
         """Return the URL of a stored file, exactly as Flask-HashFS builds it.

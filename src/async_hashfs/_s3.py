@@ -25,10 +25,10 @@ from datetime import timedelta
 from typing import IO, Any
 
 import obstore
-from hashfs import HashAddress
 from obstore.exceptions import AlreadyExistsError, NotFoundError, NotSupportedError
 from obstore.store import S3Store
 
+from ._address import HashAddress
 from ._engine import CHUNK_SIZE, Engine, GCReport, check_read_mode
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout

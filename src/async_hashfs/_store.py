@@ -13,24 +13,25 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator, Mapping
 from contextlib import aclosing
-from typing import IO, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import anyio
 import anyio.to_thread
 from aiofiles.threadpool.binary import AsyncBufferedReader as _AiofilesBinary
 from aiofiles.threadpool.text import AsyncTextIOWrapper as _AiofilesText
 from anyio import from_thread
-from hashfs import HashAddress
 
+from ._address import HashAddress
 from ._base import BaseHashFS
 from ._engine import GCReport, check_read_mode
 from ._exceptions import FileTooLarge
 from ._layout import normalize_extension
 from ._sources import async_reader, blocking_chunks, is_async_source
 
-__all__ = ["AsyncBinaryFile", "AsyncHashFS", "AsyncTextFile"]
+__all__ = ["AsyncBinaryFile", "AsyncFileOpener", "AsyncHashFS", "AsyncTextFile"]
 
 T = TypeVar("T")
+F = TypeVar("F", "AsyncBinaryFile", "AsyncTextFile")
 
 #: Bytes of an async source handed to the writer thread at a time: one hop each.
 BATCH = 1 << 20
@@ -57,6 +58,18 @@ class _ThreadRunner:
 class AsyncBinaryFile(_AiofilesBinary):
     """An aiofiles binary reader whose calls run in anyio worker threads."""
 
+    if TYPE_CHECKING:
+        # aiofiles adds these at run time; typed here so a checker sees ``bytes``
+        # whether or not the aiofiles stubs are installed.
+        async def read(self, size: int = -1, /) -> bytes: ...
+        async def read1(self, size: int = -1, /) -> bytes: ...
+        async def readline(self, size: int | None = -1, /) -> bytes: ...
+        async def readlines(self, hint: int = -1, /) -> list[bytes]: ...
+        async def peek(self, size: int = 0, /) -> bytes: ...
+        async def seek(self, offset: int, whence: int = 0, /) -> int: ...
+        async def tell(self) -> int: ...
+        async def close(self) -> None: ...
+
     async def __aenter__(self) -> AsyncBinaryFile:
         return self
 
@@ -67,6 +80,15 @@ class AsyncBinaryFile(_AiofilesBinary):
 class AsyncTextFile(_AiofilesText):
     """An aiofiles text reader whose calls run in anyio worker threads."""
 
+    if TYPE_CHECKING:
+
+        async def read(self, size: int | None = -1, /) -> str: ...
+        async def readline(self, size: int = -1, /) -> str: ...
+        async def readlines(self, hint: int = -1, /) -> list[str]: ...
+        async def seek(self, offset: int, whence: int = 0, /) -> int: ...
+        async def tell(self) -> int: ...
+        async def close(self) -> None: ...
+
     async def __aenter__(self) -> AsyncTextFile:
         return self
 
@@ -74,32 +96,39 @@ class AsyncTextFile(_AiofilesText):
         await self.close()
 
 
-class _Opening:
-    """What ``AsyncHashFS.open()`` returns: await it, or use it with ``async with``."""
+class AsyncFileOpener(Generic[F]):
+    """What :meth:`AsyncHashFS.open` returns: await it, or use it with ``async with``.
 
-    __slots__ = ("_file", "_mode", "_ref", "_store")
+    Either way the file is opened in a worker thread; ``async with`` also
+    closes it.
+    """
 
-    def __init__(self, store: AsyncHashFS, ref: object, mode: str) -> None:
+    __slots__ = ("_file", "_mode", "_ref", "_store", "_wrapper")
+
+    def __init__(self, store: AsyncHashFS, ref: object, mode: str, wrapper: type[F]) -> None:
         self._store = store
         self._ref = ref
         self._mode = mode
-        self._file: Any = None
+        self._wrapper: type[F] = wrapper
+        self._file: F | None = None
 
-    async def _open(self) -> Any:
+    async def _open(self) -> F:
         store = self._store
-        file: IO[Any] = await store._run(store._engine.open, self._ref, self._mode)
-        wrapper: Any = AsyncBinaryFile if "b" in self._mode else AsyncTextFile
-        return wrapper(file, loop=_ThreadRunner(store.limiter), executor=None)
+        file: Any = await store._run(store._engine.open, self._ref, self._mode)
+        # aiofiles calls ``loop.run_in_executor``: the runner puts that in an anyio thread.
+        runner: Any = _ThreadRunner(store.limiter)
+        return self._wrapper(file, loop=runner, executor=None)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, F]:
         return self._open().__await__()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> F:
         self._file = await self._open()
         return self._file
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._file.close()
+        if self._file is not None:
+            await self._file.close()
 
 
 class AsyncHashFS(BaseHashFS):
@@ -253,10 +282,20 @@ class AsyncHashFS(BaseHashFS):
         return await self._run(self._engine.get, ref, read_only=True)
 
     @overload
-    def open(self, ref: object, mode: Literal["rb", "br"] = "rb") -> _Opening: ...
+    def open(
+        self, ref: object, mode: Literal["rb", "br"] = "rb"
+    ) -> AsyncFileOpener[AsyncBinaryFile]: ...
     @overload
-    def open(self, ref: object, mode: Literal["r", "rt", "tr"]) -> _Opening: ...
-    def open(self, ref: object, mode: str = "rb") -> _Opening:
+    def open(
+        self, ref: object, mode: Literal["r", "rt", "tr"]
+    ) -> AsyncFileOpener[AsyncTextFile]: ...
+    @overload
+    def open(
+        self, ref: object, mode: str
+    ) -> AsyncFileOpener[AsyncBinaryFile] | AsyncFileOpener[AsyncTextFile]: ...
+    def open(
+        self, ref: object, mode: str = "rb"
+    ) -> AsyncFileOpener[AsyncBinaryFile] | AsyncFileOpener[AsyncTextFile]:
         """Open a stored file for reading: ``await fs.open(ref)`` or ``async with``.
 
         Gives an aiofiles file (:class:`AsyncBinaryFile`, or
@@ -267,7 +306,9 @@ class AsyncHashFS(BaseHashFS):
             NotFound: no stored file answers to ``ref`` (a ``FileNotFoundError``).
         """
         check_read_mode(mode)
-        return _Opening(self, ref, mode)
+        if "b" in mode:
+            return AsyncFileOpener(self, ref, mode, AsyncBinaryFile)
+        return AsyncFileOpener(self, ref, mode, AsyncTextFile)
 
     async def exists(self, ref: object) -> bool:
         """Return whether ``ref`` names a stored file."""

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from hashfs import HashAddress
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import (
     BadRequest,
@@ -30,6 +29,7 @@ from werkzeug.sansio.multipart import (
     NeedData,
 )
 
+from ._address import HashAddress
 from ._engine import BlobWriter, Engine
 from ._exceptions import FileTooLarge, HashFSError, InvalidExtension
 from ._layout import normalize_extension

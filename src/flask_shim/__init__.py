@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hashfs import HashAddress
-
+from async_hashfs._address import HashAddress
 from async_hashfs._exceptions import (
     CorruptFile,
     FileTooLarge,

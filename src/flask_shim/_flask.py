@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from flask import Flask, Response, abort, current_app, request
-from hashfs import HashAddress
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wsgi import wrap_file
 
+from async_hashfs._address import HashAddress
 from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
@@ -103,7 +103,7 @@ class FlaskHashFS(ExtensionBase):
 
     def open(self, ref: object, mode: str = "rb") -> IO[Any]:
         """Open a stored file for reading."""
-        return self.store.open(ref, mode)  # type: ignore[call-overload, no-any-return]
+        return self.store.open(ref, mode)
 
     def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
         """Return the URL of a stored file, exactly as Flask-HashFS builds it."""

@@ -11,8 +11,7 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
-from hashfs import HashAddress
-
+from async_hashfs._address import HashAddress
 from async_hashfs._base import BaseHashFS
 from async_hashfs._engine import GCReport
 from async_hashfs._layout import normalize_extension
@@ -50,6 +49,8 @@ class SyncHashFS(BaseHashFS):
     def open(self, file: object, mode: Literal["rb", "br"] = "rb") -> BinaryIO: ...
     @overload
     def open(self, file: object, mode: Literal["r", "rt", "tr"]) -> TextIO: ...
+    @overload
+    def open(self, file: object, mode: str) -> IO[Any]: ...
     def open(self, file: object, mode: str = "rb") -> IO[Any]:
         """Open a stored file for reading (a ``BufferedReader`` for ``"rb"``).
 
