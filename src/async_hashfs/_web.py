@@ -38,6 +38,7 @@ __all__ = [
     "BadExtension",
     "BodyTooLarge",
     "ChunkedBodyUnsupported",
+    "FormTooLarge",
     "MalformedUpload",
     "MultipartParser",
     "PartData",
@@ -78,10 +79,19 @@ class BadExtension(BadRequest, InvalidExtension):
 
 
 class MalformedUpload(BadRequest, HashFSError):
-    """400: the multipart/form-data body cannot be parsed; nothing was stored from the bad part."""
+    """400: the multipart/form-data body cannot be parsed; nothing was stored."""
 
     def __init__(self, reason: str) -> None:
-        BadRequest.__init__(self, f"Malformed multipart/form-data body: {reason}.")
+        BadRequest.__init__(
+            self, f"Malformed multipart/form-data body: {reason}; nothing was stored."
+        )
+
+
+class FormTooLarge(RequestEntityTooLarge, HashFSError):
+    """413: a multipart form has too many parts, or too large headers or text fields."""
+
+    def __init__(self, reason: str) -> None:
+        RequestEntityTooLarge.__init__(self, f"{reason}; nothing was stored.")
 
 
 class ChunkedBodyUnsupported(LengthRequired, HashFSError):
@@ -176,7 +186,7 @@ class MultipartParser:
     Raises:
         MalformedUpload: not multipart/form-data, no boundary, or a body
             that breaks the format or ends early.
-        RequestEntityTooLarge: more parts or header bytes than allowed.
+        FormTooLarge: more parts, header or text field bytes than allowed.
     """
 
     def __init__(
@@ -198,6 +208,9 @@ class MultipartParser:
             raise MalformedUpload("the boundary is not latin-1 text") from None
         header_limit = None if max_form_memory_size is None else max(max_form_memory_size, _SLICE)
         self._decoder = MultipartDecoder(encoded, header_limit, max_parts=max_parts)
+        self._max_parts = max_parts
+        self._header_limit = header_limit
+        self._parts = 0
         self._holdback = len(encoded) + 8
         self._carry = b""
         self._field_limit = max_form_memory_size
@@ -250,14 +263,24 @@ class MultipartParser:
                     if self._in_field:
                         self._count_field(len(event.data))
                     events.append(PartData(event.data, not event.more_data))
-        except (RequestEntityTooLarge, MalformedUpload):
+        except MalformedUpload:
             raise
+        except RequestEntityTooLarge as exc:
+            if exc.description != RequestEntityTooLarge.description:
+                raise
+            # Werkzeug's decoder says no more than that a limit was passed.
+            if self._max_parts is not None and self._parts >= self._max_parts:
+                raise FormTooLarge(f"The form has more than {self._max_parts} parts") from None
+            raise FormTooLarge(
+                f"A part's headers are longer than {self._header_limit} bytes"
+            ) from None
         except ValueError as exc:  # includes UnicodeDecodeError in part headers
             raise MalformedUpload(str(exc).rstrip(".")) from None
 
     def _start(self, event: File | Field) -> PartStart:
         if not event.name:
             raise MalformedUpload("a part has no name in its Content-Disposition header")
+        self._parts += 1
         self._in_field = not isinstance(event, File)
         content_type = event.headers.get("Content-Type")
         filename = event.filename if isinstance(event, File) else None
@@ -266,9 +289,7 @@ class MultipartParser:
     def _count_field(self, size: int) -> None:
         self._field_bytes += size
         if self._field_limit is not None and self._field_bytes > self._field_limit:
-            raise RequestEntityTooLarge(
-                f"The form's text fields are larger than {self._field_limit} bytes."
-            )
+            raise FormTooLarge(f"The form's text fields are larger than {self._field_limit} bytes")
 
 
 class UploadSink:
@@ -277,8 +298,14 @@ class UploadSink:
     The one implementation of ``put_uploads()``: Flask feeds it the body in
     the request's thread; Quart feeds it batches in a worker thread, so
     parsing, hashing and writing all stay off the event loop. Each file
-    part streams into its own :class:`BlobWriter` and is committed at its
-    end; text fields are collected.
+    part streams into its own :class:`BlobWriter`; text fields are collected.
+
+    A request stores all its files or none: the parts stay in the temp area
+    until the body has ended well, and only :meth:`close` commits them. A
+    body that fails midway (too large, malformed, cut off, too many parts)
+    leaves the store as it found it. Deleting afterwards could not: a
+    concurrent put of the same bytes may have been told its file is there.
+    Each waiting part holds one open file, so ``max_parts`` bounds them.
     """
 
     def __init__(self, engine: Engine, parser: MultipartParser) -> None:
@@ -287,25 +314,52 @@ class UploadSink:
         self._part: PartStart | None = None
         self._writer: BlobWriter | None = None
         self._field: list[bytes] = []
+        self._written: list[tuple[PartStart, BlobWriter]] = []
         self.uploads = Uploads()
 
     def feed(self, chunks: Iterable[bytes]) -> None:
-        """Parse the next chunks of the body, storing what they complete."""
+        """Parse the next chunks of the body, writing the file parts to temp files."""
         for chunk in chunks:
             for event in self._parser.feed(chunk):
                 self._handle(event)
 
     def close(self) -> Uploads:
-        """Finish the body and return what was stored and collected."""
+        """Finish the body, commit every file part and return what was stored.
+
+        Raises:
+            MalformedUpload: the body ended early; nothing is stored.
+            OSError: the disk failed while committing. Parts committed before
+                the failure stay (each is complete, and may already be shared
+                with a concurrent put); the rest are dropped.
+        """
         for event in self._parser.close():
             self._handle(event)
+        written, self._written = self._written, []
+        try:
+            while written:
+                part, writer = written[0]
+                size = writer.size
+                assert part.filename is not None
+                address = writer.commit(extension_from_filename(part.filename) or "")
+                written.pop(0)
+                self.uploads.files.add(
+                    part.name,
+                    StoredUpload(part.name, address, part.filename, part.content_type, size),
+                )
+        finally:
+            for _, writer in written:
+                writer.abort()
         return self.uploads
 
     def abort(self) -> None:
-        """Drop the file part being written, if any."""
+        """Drop every file part written so far: the store is left as it was found."""
+        pending = [writer for _, writer in self._written]
+        self._written = []
         if self._writer is not None:
-            self._writer.abort()
+            pending.append(self._writer)
             self._writer = None
+        for writer in pending:
+            writer.abort()
 
     def _handle(self, event: PartStart | PartData) -> None:
         if isinstance(event, PartStart):
@@ -325,9 +379,5 @@ class UploadSink:
         if part.filename is None:
             self.uploads.form.add(part.name, b"".join(self._field).decode("utf-8", "replace"))
         elif self._writer is not None:
-            writer, self._writer = self._writer, None
-            size = writer.size
-            address = writer.commit(extension_from_filename(part.filename) or "")
-            self.uploads.files.add(
-                part.name, StoredUpload(part.name, address, part.filename, part.content_type, size)
-            )
+            self._written.append((part, self._writer))
+            self._writer = None

@@ -1,0 +1,225 @@
+"""A multipart upload stores all its files or none, on Quart and on Flask.
+
+The file parts of a request wait in the temp area until its body has ended
+well; a request that fails anywhere leaves the store exactly as it found it,
+and never removes a file another put stored or was told is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from flask import Flask
+from quart import Quart
+
+from async_hashfs import QuartHashFS
+from async_hashfs._engine import Engine
+from async_hashfs._layout import Layout
+from async_hashfs._web import MalformedUpload, MultipartParser, UploadSink
+from flask_shim import FlaskHashFS, SyncHashFS
+
+from .conftest import stored_files, temp_files
+from .test_flask import chunked
+
+BOUNDARY = "hashfs-test-boundary"
+HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def part(name: str, data: bytes, filename: str | None = "f.bin") -> bytes:
+    disposition = f'form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"'
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+
+
+def form(*parts: bytes, end: bool = True) -> bytes:
+    return b"".join(parts) + (f"--{BOUNDARY}--\r\n".encode() if end else b"")
+
+
+def files(count: int, size: int) -> list[bytes]:
+    return [os.urandom(size) for _ in range(count)]
+
+
+NAMELESS = f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\nxx\r\n".encode()
+
+# (body, config, status, text in the message): each body stores some good parts first.
+FAILURES: dict[str, tuple[Callable[[], bytes], dict[str, Any], int, str]] = {
+    "over MAX_CONTENT_LENGTH": (
+        lambda: form(*(part(f"f{i}", d) for i, d in enumerate(files(10, 2 << 20)))),
+        {"MAX_CONTENT_LENGTH": 16 << 20},
+        413,
+        "nothing was stored",
+    ),
+    "over HASHFS_MAX_SIZE": (
+        lambda: form(
+            *(part(f"f{i}", d) for i, d in enumerate([*files(5, 1 << 20), b"x" * 4_000_000]))
+        ),
+        {"HASHFS_MAX_SIZE": 3_000_000},
+        413,
+        "nothing was stored",
+    ),
+    "nameless part": (
+        lambda: form(*(part(f"f{i}", d) for i, d in enumerate(files(4, 100_000))), NAMELESS),
+        {},
+        400,
+        "nothing was stored",
+    ),
+    "cut off": (
+        lambda: form(*(part(f"f{i}", d) for i, d in enumerate(files(3, 100_000))), end=False),
+        {},
+        400,
+        "nothing was stored",
+    ),
+    "too many parts": (
+        lambda: form(*(part(f"f{i}", str(i).encode()) for i in range(1_001))),
+        {},
+        413,
+        "more than 1000 parts; nothing was stored",
+    ),
+}
+
+
+def quart_app(root: Path, config: dict[str, Any]) -> Quart:
+    app = Quart(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), **config)
+    fs = QuartHashFS(app)
+
+    @app.post("/uploads")
+    async def uploads() -> Any:
+        stored = await fs.put_uploads()
+        return {n: [u.address.id, u.address.is_duplicate] for n, u in stored.files.items()}
+
+    return app
+
+
+def flask_app(root: Path, config: dict[str, Any]) -> Flask:
+    app = Flask(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), **config)
+    fs = FlaskHashFS(app)
+
+    @app.post("/uploads")
+    def uploads() -> Any:
+        stored = fs.put_uploads()
+        return {n: [u.address.id, u.address.is_duplicate] for n, u in stored.files.items()}
+
+    return app
+
+
+def stored_before(root: Path) -> bytes:
+    """A file stored before the request, whose bytes the failing request also sends."""
+    data = b"stored before the request\n"
+    SyncHashFS(root).put(data, "bin")
+    return data
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_quart_failed_upload_stores_nothing(root: Path, case: str) -> None:
+    make_body, config, status, message = FAILURES[case]
+    existing = await anyio.to_thread.run_sync(stored_before, root)
+    before = stored_files(root)
+    body = part("old", existing) + make_body()
+    app = await anyio.to_thread.run_sync(quart_app, root, config)
+    # Chunked, as a browser streams it: no Content-Length to refuse the body up front.
+    async with app.test_client().request("/uploads", method="POST", headers=HEADERS) as conn:
+        for start in range(0, len(body), 64 << 10):
+            await conn.send(body[start : start + (64 << 10)])
+        await conn.send_complete()
+    response = await conn.as_response()
+    assert response.status_code == status
+    assert message in (await response.get_data(as_text=True))
+    assert stored_files(root) == before
+    assert temp_files(root) == []
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_flask_failed_upload_stores_nothing(root: Path, case: str) -> None:
+    make_body, config, status, message = FAILURES[case]
+    existing = stored_before(root)
+    before = stored_files(root)
+    body = part("old", existing) + make_body()
+    client = flask_app(root, config).test_client()
+    response = chunked(client, "/uploads", body, headers=HEADERS)
+    assert response.status_code == status
+    assert message in response.get_data(as_text=True)
+    assert stored_files(root) == before
+    assert temp_files(root) == []
+
+
+def test_flask_successful_upload_stores_every_part(root: Path) -> None:
+    existing = stored_before(root)
+    data = files(3, 50_000)
+    body = form(part("old", existing), *(part(f"f{i}", d) for i, d in enumerate(data)))
+    response = flask_app(root, {}).test_client().post("/uploads", data=body, headers=HEADERS)
+    assert response.status_code == 200
+    result = response.get_json()
+    assert result["old"] == [hashlib.sha256(existing).hexdigest(), True]
+    for i, d in enumerate(data):
+        assert result[f"f{i}"] == [hashlib.sha256(d).hexdigest(), False]
+    assert len(stored_files(root)) == 4
+    assert temp_files(root) == []
+
+
+def sink(root: Path) -> tuple[UploadSink, Engine]:
+    engine = Engine(Layout(str(root), 4, 1, "sha256"))
+    parser = MultipartParser(HEADERS["Content-Type"])
+    return UploadSink(engine, parser), engine
+
+
+def test_a_put_racing_a_failing_request_keeps_its_file(root: Path) -> None:
+    """A concurrent put of bytes the failing request also sent is told the truth and keeps them."""
+    upload, _ = sink(root)
+    shared = os.urandom(300_000)
+    upload.feed([part("a", shared), part("b", os.urandom(1000))])
+    # Meanwhile another request stores the same bytes: it is the first to store them.
+    address = SyncHashFS(root).put(shared, "bin")
+    assert not address.is_duplicate
+    with pytest.raises(MalformedUpload):  # the first request then fails ...
+        upload.feed([NAMELESS])
+    upload.abort()  # ... and is cleaned up as the extensions do
+    assert stored_files(root) == [address.relpath]
+    assert SyncHashFS(root).verify(address.id)
+    assert temp_files(root) == []
+
+
+def test_parts_are_visible_only_after_the_body_ends(root: Path) -> None:
+    upload, _ = sink(root)
+    data = os.urandom(100_000)
+    upload.feed([form(part("a", data), part("b", b"second"))])
+    assert stored_files(root) == []
+    uploads = upload.close()
+    assert [u.address.id for u in uploads.files.values()] == [
+        hashlib.sha256(data).hexdigest(),
+        hashlib.sha256(b"second").hexdigest(),
+    ]
+    assert len(stored_files(root)) == 2
+
+
+def test_a_disk_error_while_committing_drops_the_rest(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upload, engine = sink(root)
+    upload.feed([form(part("a", b"first"), part("b", b"second"), part("c", b"third"))])
+    real_link = engine._link
+    calls: list[str] = []
+
+    def failing_link(temp: Any, abspath: str) -> bool:
+        calls.append(abspath)
+        if len(calls) == 2:
+            raise OSError(5, "injected I/O error")
+        return real_link(temp, abspath)
+
+    monkeypatch.setattr(engine, "_link", failing_link)
+    with pytest.raises(OSError, match="injected"):
+        upload.close()
+    upload.abort()
+    # The first part was complete and may be shared already: it stays; the rest is gone.
+    assert stored_files(root) == [Path(calls[0]).relative_to(root).as_posix()]
+    assert temp_files(root) == []
