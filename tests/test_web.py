@@ -7,21 +7,24 @@ and never removes a file another put stored or was told is there.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from flask import Flask
-from quart import Quart
+from flask import request as flask_request
+from quart import Quart, request
 
 from async_hashfs import QuartHashFS
 from async_hashfs._engine import Engine
 from async_hashfs._layout import Layout
-from async_hashfs._web import MalformedUpload, MultipartParser, UploadSink
+from async_hashfs._web import InsufficientStorage, MalformedUpload, MultipartParser, UploadSink
 from flask_shim import FlaskHashFS, SyncHashFS
 
 from .conftest import stored_files, temp_files
@@ -95,6 +98,10 @@ def quart_app(root: Path, config: dict[str, Any]) -> Quart:
         stored = await fs.put_uploads()
         return {n: [u.address.id, u.address.is_duplicate] for n, u in stored.files.items()}
 
+    @app.post("/raw")
+    async def raw() -> Any:
+        return {"id": (await fs.put(request.body)).id}
+
     return app
 
 
@@ -107,6 +114,10 @@ def flask_app(root: Path, config: dict[str, Any]) -> Flask:
     def uploads() -> Any:
         stored = fs.put_uploads()
         return {n: [u.address.id, u.address.is_duplicate] for n, u in stored.files.items()}
+
+    @app.post("/raw")
+    def raw() -> Any:
+        return {"id": fs.put(flask_request.stream).id}
 
     return app
 
@@ -223,3 +234,70 @@ def test_a_disk_error_while_committing_drops_the_rest(
     # The first part was complete and may be shared already: it stays; the rest is gone.
     assert stored_files(root) == [Path(calls[0]).relative_to(root).as_posix()]
     assert temp_files(root) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a real full disk (needs root, as CI has)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder / "store"
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+FULL_DISK = [
+    ("/raw", os.urandom(3 << 20), {}),
+    ("/uploads", form(part("a", b"fits"), part("b", os.urandom(3 << 20))), HEADERS),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), FULL_DISK, ids=["raw", "multipart"])
+def test_flask_full_disk_is_507(small_disk: Path, path: str, body: bytes, headers: Any) -> None:
+    client = flask_app(small_disk, {"MAX_CONTENT_LENGTH": 1 << 30}).test_client()
+    response = client.post(path, data=body, headers=headers)
+    assert response.status_code == 507
+    assert "no space left" in response.get_data(as_text=True)
+    assert stored_files(small_disk) == []
+    assert temp_files(small_disk) == []
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), FULL_DISK, ids=["raw", "multipart"])
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_quart_full_disk_is_507(
+    small_disk: Path, path: str, body: bytes, headers: Any
+) -> None:
+    app = await anyio.to_thread.run_sync(quart_app, small_disk, {"MAX_CONTENT_LENGTH": 1 << 30})
+    response = await app.test_client().post(path, data=body, headers=headers)
+    assert response.status_code == 507
+    assert "no space left" in (await response.get_data(as_text=True))
+    assert stored_files(small_disk) == []
+    assert temp_files(small_disk) == []
+
+
+def test_a_full_quota_is_507_and_still_an_oserror(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = flask_app(root, {})
+    real_write = os.write
+
+    def over_quota(fd: int, data: Any) -> int:
+        if len(data) > 100:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", over_quota)
+    response = app.test_client().post("/raw", data=b"x" * 1000)
+    assert response.status_code == 507
+    assert os.strerror(errno.EDQUOT) in response.get_data(as_text=True)
+    assert issubclass(InsufficientStorage, OSError)
+    assert stored_files(root) == []

@@ -7,6 +7,8 @@ their own request and stream each file part into their own store.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ __all__ = [
     "BodyTooLarge",
     "ChunkedBodyUnsupported",
     "FormTooLarge",
+    "InsufficientStorage",
     "MalformedUpload",
     "MultipartParser",
     "PartData",
@@ -50,6 +53,11 @@ __all__ = [
     "web_error",
     "web_errors",
 ]
+
+
+logger = logging.getLogger("async_hashfs")
+#: Disk errors that mean "no space here" rather than "broken".
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _describe(exc: HTTPException, message: str) -> None:
@@ -94,6 +102,26 @@ class FormTooLarge(RequestEntityTooLarge, HashFSError):
         RequestEntityTooLarge.__init__(self, f"{reason}; nothing was stored.")
 
 
+class InsufficientStorage(HTTPException, OSError):
+    """507: the disk (or the user's quota) is full; nothing was stored.
+
+    Also an ``OSError`` with the original ``errno``, so code that caught the
+    disk error before keeps catching it.
+    """
+
+    code = 507
+    description = "The store has no space left for this upload; nothing was stored."
+
+    def __init__(self, error: OSError) -> None:
+        reason = error.strerror or os.strerror(error.errno or errno.ENOSPC)
+        _describe(
+            self, f"The store has no space left for this upload ({reason}); nothing was stored."
+        )
+        self.errno = error.errno
+        self.strerror = error.strerror
+        self.filename = error.filename
+
+
 class ChunkedBodyUnsupported(LengthRequired, HashFSError):
     """411: the WSGI server passed a chunked body without terminating the input stream."""
 
@@ -107,7 +135,7 @@ class ChunkedBodyUnsupported(LengthRequired, HashFSError):
 
 @contextmanager
 def web_errors() -> Iterator[None]:
-    """Re-raise store errors raised inside as their HTTP errors (413, 400)."""
+    """Re-raise store errors raised inside as their HTTP errors (413, 400, 507)."""
     try:
         yield
     except Exception as exc:
@@ -123,6 +151,9 @@ def web_error(exc: Exception) -> Exception:
         return BodyTooLarge(exc.max_size, "uploaded file")
     if isinstance(exc, InvalidExtension) and not isinstance(exc, BadRequest):
         return BadExtension(exc.extension)
+    if isinstance(exc, OSError) and exc.errno in _FULL and not isinstance(exc, HTTPException):
+        logger.warning("upload refused, the store is full: %s", exc)
+        return InsufficientStorage(exc)
     return exc
 
 
