@@ -19,6 +19,7 @@ from ._exceptions import (
     NotFound,
     ReadOnlyError,
 )
+from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "NotFound",
     "ReadOnlyError",
 ]
+if not available("quart"):  # ``import *`` works without the quart extra
+    __all__.remove("QuartHashFS")
 
 
 if TYPE_CHECKING:
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> object:
     # QuartHashFS needs the ``quart`` extra: import it only when asked for.
     if name == "QuartHashFS":
+        if not available("quart"):
+            raise missing_extra("quart", "quart", "QuartHashFS")
         from ._quart import QuartHashFS
 
         return QuartHashFS

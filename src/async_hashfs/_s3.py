@@ -24,6 +24,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import IO, Any
 
+from ._extras import available, missing_extra
+
+if not available("obstore"):
+    raise missing_extra("obstore", "s3", "An s3:// root")
+
 import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError, NotSupportedError
 from obstore.store import S3Store

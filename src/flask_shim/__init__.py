@@ -14,6 +14,7 @@ from async_hashfs._exceptions import (
     NotFound,
     ReadOnlyError,
 )
+from async_hashfs._extras import available, missing_extra
 
 from ._store import SyncHashFS
 
@@ -29,6 +30,8 @@ __all__ = [
     "ReadOnlyError",
     "SyncHashFS",
 ]
+if not available("flask"):  # ``import *`` works without the flask extra
+    __all__.remove("FlaskHashFS")
 
 
 if TYPE_CHECKING:
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> object:
     # FlaskHashFS needs the ``flask`` extra: import it only when asked for.
     if name == "FlaskHashFS":
+        if not available("flask"):
+            raise missing_extra("flask", "flask", "FlaskHashFS")
         from ._flask import FlaskHashFS
 
         return FlaskHashFS
