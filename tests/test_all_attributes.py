@@ -20,3 +20,12 @@ def test_hash_address_is_hashfs_own() -> None:
     import flask_shim
 
     assert async_hashfs.HashAddress is hashfs.HashAddress is flask_shim.HashAddress
+
+
+def test_version_is_the_installed_distribution_version() -> None:
+    from importlib.metadata import version
+
+    import async_hashfs
+    import flask_shim
+
+    assert async_hashfs.__version__ == flask_shim.__version__ == version("async-hashfs")

@@ -21,8 +21,10 @@ from ._exceptions import (
 )
 from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
+from ._version import __version__
 
 __all__ = [
+    "__version__",
     "CorruptFile",
     "QuartHashFS",
     "AsyncBinaryFile",

@@ -15,10 +15,12 @@ from async_hashfs._exceptions import (
     ReadOnlyError,
 )
 from async_hashfs._extras import available, missing_extra
+from async_hashfs._version import __version__
 
 from ._store import SyncHashFS
 
 __all__ = [
+    "__version__",
     "CorruptFile",
     "FlaskHashFS",
     "FileTooLarge",
