@@ -16,6 +16,7 @@ from quart import Quart
 from werkzeug.datastructures import Headers
 
 from async_hashfs import HashAddress, QuartHashFS
+from async_hashfs._config import url_for
 from flask_shim import FlaskHashFS, SyncHashFS
 
 DATA = os.urandom(3 * (1 << 20) + 123)  # more than one serving chunk
@@ -289,8 +290,7 @@ def test_url_for_points_at_the_route(framework: str, root: Path) -> None:
     h = Harness(framework, root, HASHFS_HOST="https://cdn.example.com")
     try:
         address = h.store.put(DATA, "png")
-        extension = h.app.extensions["hashfs"]
-        url = extension.settings.url_for(address.relpath, True, lambda: "")
+        url = url_for(h.app.config, address.relpath, True, lambda: "")
         assert url == "https://cdn.example.com" + h.url(address)
         assert h.request(url.removeprefix("https://cdn.example.com"))[2] == DATA
     finally:
