@@ -537,11 +537,6 @@ class ExtensionBase:
         id: str = self._state.store.unshard(path)
         return id
 
-    def relpath(self, path: str) -> str:
-        """Return ``path`` relative to the root."""
-        relative: str = self._state.store.relpath(path)
-        return relative
-
     def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
         """Return the URL of a stored file, exactly as Flask-HashFS builds it.
 

@@ -170,6 +170,10 @@ class FlaskHashFS(ExtensionBase):
         """Remove temp files of dead writers and empty folders."""
         return self.store.gc(older_than)
 
+    def relpath(self, path: str) -> str:
+        """Return ``path`` relative to the root."""
+        return self.store.relpath(path)
+
     def realpath(self, file: object) -> str | None:
         """Return the absolute path of the stored file ``file`` names, or ``None``."""
         return self.store.realpath(file)
