@@ -254,8 +254,6 @@ def test_extension_state_and_proxies(root: Path, tmp_path: Path) -> None:
         assert fs.url_for("a/b.txt", external=False) == "/files/a/b.txt"
     with other.app_context():
         assert fs.depth == 2
-    with pytest.raises(RuntimeError, match="already registered"):
-        fs.init_app(app)
     with (
         Flask("bare").app_context(),
         pytest.raises(RuntimeError, match="forget to call 'init_app'"),
@@ -342,3 +340,142 @@ def test_swapping_the_import_keeps_an_app_working(root: Path) -> None:
             build(extension).test_client().post("/up", data=body, headers=headers).get_json()
         )
     assert results[0] == results[1]
+
+
+# -- Flask-HashFS 0.3.0 behaviour (issue 10, item 3) ------------------------------
+
+
+BOTH = pytest.mark.parametrize(
+    "extension", [FlaskHashFS, flask_hashfs.FlaskHashFS], ids=["ours", "flask_hashfs"]
+)
+
+
+@BOTH
+def test_hashfs_parameter_names(root: Path, extension: Any) -> None:
+    app = Flask(__name__)
+    app.config["HASHFS_ROOT_FOLDER"] = str(root)
+    fs = extension(app)
+    with app.app_context():
+        address = fs.put(file=io.BytesIO(DATA), extension="bin")
+        assert fs.get(file=address.id) == address
+        with fs.open(file=address.id, mode="rb") as opened:
+            assert opened.read() == DATA
+        assert fs.exists(file=address.relpath)
+        assert fs.realpath(file=address.id) == address.abspath
+        assert fs.computehash(stream=io.BytesIO(DATA)) == DATA_ID
+        assert fs.idpath(id=DATA_ID, extension="bin") == address.abspath
+        assert fs.unshard(path=address.abspath) == DATA_ID
+        assert fs.relpath(path=address.abspath) == address.relpath
+        assert fs.haspath(path=address.abspath)
+        assert list(fs.corrupted(extensions=True)) == []
+        assert fs.repair(extensions=True) == []
+        fs.delete(file=address.id)
+        assert fs.get(file=address.id) is None
+        fs.makepath(path=str(root / "made"))
+        fs.remove_empty(subpath=str(root / "made"))
+        assert not (root / "made").exists()
+
+
+@BOTH
+@pytest.mark.parametrize("external", [True, False])
+def test_url_for_reads_host_and_prefix_at_each_call(
+    root: Path, extension: Any, external: bool
+) -> None:
+    app = Flask(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), HASHFS_PATH_PREFIX="/old")
+    fs = extension(app)
+    with app.test_request_context("/"):
+        before = fs.url_for("a/b.txt", external=external)
+        app.config.update(HASHFS_HOST="https://cdn.example.com", HASHFS_PATH_PREFIX="/new")
+        after = fs.url_for("a/b.txt", external=external)
+    assert before == ("http://localhost" if external else "") + "/old/a/b.txt"
+    assert after == ("https://cdn.example.com" if external else "") + "/new/a/b.txt"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, '"HASHFS_PATH_PREFIX" must be set'),
+        ("files", '"HASHFS_PATH_PREFIX" must start with a leading slash'),
+        (3, '"HASHFS_PATH_PREFIX" must be a string'),
+    ],
+)
+def test_url_for_keeps_the_prefix_checks(root: Path, value: object, message: str) -> None:
+    app, fs = make_app(root)
+    app.config["HASHFS_PATH_PREFIX"] = value
+    with app.test_request_context("/"), pytest.raises(ValueError, match=message):
+        fs.url_for("a/b.txt")
+
+
+def test_url_for_before_init_app_says_so(root: Path) -> None:
+    with (
+        Flask("bare").test_request_context("/"),
+        pytest.raises(RuntimeError, match="forget to call 'init_app'"),
+    ):
+        FlaskHashFS().url_for("a/b.txt")
+
+
+@BOTH
+def test_extension_state_reads_as_flask_hashfs_dict(root: Path, extension: Any) -> None:
+    app = Flask(__name__)
+    app.config["HASHFS_ROOT_FOLDER"] = str(root)
+    fs = extension(app)
+    state = app.extensions["hashfs"]
+    client = state["client"]
+    assert isinstance(state, dict)
+    assert isinstance(client, hashfs.HashFS)
+    assert list(state) == ["client"]
+    assert state.get("client") is client
+    assert "client" in state
+    assert len(state) == 1
+    assert client.root == str(root)
+    with app.app_context():
+        assert fs.client is client
+
+
+@BOTH
+def test_init_app_twice_starts_over(root: Path, tmp_path: Path, extension: Any) -> None:
+    app = Flask(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), HASHFS_PATH_PREFIX="/files")
+    fs = extension(app)
+    with app.app_context():
+        first = fs.put(io.BytesIO(b"first"))
+    app.config.update(HASHFS_ROOT_FOLDER=str(tmp_path / "second"), HASHFS_DEPTH=2)
+    fs.init_app(app)
+    second = extension()
+    second.init_app(app)
+    with app.app_context():
+        assert fs.client.root == second.client.root == str(tmp_path / "second")
+        assert fs.client.depth == second.client.depth == 2
+        assert fs.get(first.id) is None
+        assert fs.put(io.BytesIO(b"second")).relpath.count("/") == 2
+
+
+def test_init_app_twice_keeps_one_route_and_one_command_group(root: Path, tmp_path: Path) -> None:
+    app, fs = make_app(root, HASHFS_SERVE=True)
+    address = SyncHashFS(root).put(b"served", "txt")
+    assert app.test_client().get(f"/files/{address.relpath}").data == b"served"
+    # After the first request Flask refuses new routes: none is needed.
+    fs.init_app(app)
+    FlaskHashFS().init_app(app)
+    rules = [r.rule for r in app.url_map.iter_rules() if r.endpoint == "hashfs_file"]
+    assert rules == ["/files/<path:relpath>"]
+    assert list(app.cli.commands) == ["hashfs"]
+    assert app.test_client().get(f"/files/{address.relpath}").data == b"served"
+    # Serving switched off: the route Flask cannot remove answers 404.
+    app.config["HASHFS_SERVE"] = False
+    fs.init_app(app)
+    assert app.test_client().get(f"/files/{address.relpath}").status_code == 404
+
+
+def test_init_app_after_flask_hashfs_on_the_same_app(root: Path) -> None:
+    app = Flask(__name__)
+    app.config["HASHFS_ROOT_FOLDER"] = str(root)
+    theirs = flask_hashfs.FlaskHashFS(app)
+    ours = FlaskHashFS(app)
+    with app.app_context():
+        address = ours.put(b"both")
+        assert theirs.get(address.id) == address
+    flask_hashfs.FlaskHashFS(app)
+    with app.app_context(), pytest.raises(RuntimeError, match="replaced by another extension"):
+        ours.count()

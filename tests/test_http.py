@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 from email.utils import formatdate
 
 import pytest
+from werkzeug.utils import get_content_type
 
 from async_hashfs._engine import StoredBlob
 from async_hashfs._http import (
     CACHE_CONTROL,
     content_disposition,
+    content_type,
     parse_range,
     plan_response,
 )
@@ -104,6 +107,57 @@ def test_head_has_length_but_no_body() -> None:
     assert result.status == 200
     assert result.headers["Content-Length"] == "1000"
     assert not result.has_body
+
+
+def test_head_with_body_plans_what_get_sends() -> None:
+    get = plan_response("GET", lambda name: None, served())
+    head = plan_response("HEAD", lambda name: None, served(), head_body=True)
+    assert (head.status, head.headers, head.start, head.end) == (200, get.headers, 0, 1000)
+    ranged = plan_response("HEAD", {"Range": "bytes=0-1"}.get, served(), head_body=True)
+    assert (ranged.status, ranged.start, ranged.end) == (200, 0, 1000)
+
+
+@pytest.mark.parametrize(
+    ("extension", "textual"),
+    [
+        (".txt", True),
+        (".html", True),
+        (".css", True),
+        (".csv", True),
+        (".md", True),
+        (".js", True),
+        (".mjs", True),
+        (".json", True),
+        (".xml", True),
+        (".svg", True),
+        (".xhtml", True),
+        (".webmanifest", True),
+        (".png", False),
+        (".jpg", False),
+        (".pdf", False),
+        (".zip", False),
+        (".wasm", False),
+    ],
+)
+def test_textual_types_say_utf8(extension: str, textual: bool) -> None:
+    guessed = mimetypes.guess_type("file" + extension, strict=False)[0]
+    if guessed is None:
+        pytest.skip(f"this system has no media type for {extension}")
+    expected = f"{guessed}; charset=utf-8" if textual else guessed
+    assert content_type(extension) == expected
+
+
+@pytest.mark.parametrize("extension", [".txt", ".html", ".css", ".js", ".xml", ".svg", ".png"])
+def test_content_type_matches_werkzeug_send_file(extension: str) -> None:
+    guessed = mimetypes.guess_type("file" + extension, strict=False)[0]
+    if guessed is None:
+        pytest.skip(f"this system has no media type for {extension}")
+    assert content_type(extension) == get_content_type(guessed, "utf-8")
+
+
+@pytest.mark.parametrize("extension", ["", ".gz", ".no-such-type"])
+def test_unknown_types_are_octet_stream(extension: str) -> None:
+    assert content_type(extension) == "application/octet-stream"
 
 
 @pytest.mark.parametrize(

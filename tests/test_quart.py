@@ -14,6 +14,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from async_hashfs import AsyncHashFS, QuartHashFS
+from flask_shim import SyncHashFS
 
 from .conftest import stored_files, temp_files
 
@@ -282,8 +283,6 @@ async def test_extension_state_and_proxies(root: Path, tmp_path: Path) -> None:
     async with other.app_context():
         assert fs.depth == 2
         assert fs.root == str(tmp_path / "other")
-    with pytest.raises(RuntimeError, match="already registered"):
-        await anyio.to_thread.run_sync(fs.init_app, app)
     bare = Quart("bare")
     async with bare.app_context():
         with pytest.raises(RuntimeError, match="Did you forget to call 'init_app'"):
@@ -295,3 +294,83 @@ async def test_hashfs_host_for_cdn_urls(root: Path) -> None:
     async with app.test_request_context("/"):
         assert fs.url_for("a/b/c.txt") == "https://cdn.example.com/base/files/a/b/c.txt"
         assert fs.url_for("a/b/c.txt", external=False) == "/files/a/b/c.txt"
+
+
+# -- Flask-HashFS 0.3.0 behaviour, mirrored (issue 10, item 3) --------------------
+
+
+async def test_hashfs_parameter_names_and_every_operation(root: Path) -> None:
+    app, fs = await new_app(root)
+    async with app.app_context():
+        address = await fs.put(file=io.BytesIO(DATA), extension="bin")
+        assert await fs.get(file=address.id) == address
+        async with fs.open(file=address.id, mode="rb") as opened:
+            assert await opened.read() == DATA
+        assert await fs.exists(file=address.relpath)
+        assert await fs.verify(file=address.id)
+        assert await fs.computehash(stream=io.BytesIO(DATA)) == DATA_ID
+        assert await fs.count() == 1
+        assert await fs.size() == len(DATA)
+        assert [path async for path in fs.files()] == [address.abspath]
+        assert [path async for path in fs.folders()] == [os.path.dirname(address.abspath)]
+        assert [item async for item in fs.corrupted(extensions=True)] == []
+        assert await fs.repair(extensions=True) == []
+        assert (await fs.gc(older_than=0.0)).temp_files == []
+        assert fs.idpath(id=DATA_ID, extension="bin") == address.abspath
+        assert fs.unshard(path=address.abspath) == DATA_ID
+        assert fs.shard(DATA_ID)[0] == DATA_ID[0]
+        assert (fs.root, fs.depth, fs.width, fs.algorithm) == (str(root), 4, 1, "sha256")
+        assert (fs.fmode, fs.dmode, fs.max_size, fs.fsync) == (0o664, 0o755, None, False)
+        await fs.delete(file=address.id)
+        assert await fs.get(file=address.id) is None
+        await anyio.to_thread.run_sync(os.makedirs, root / "a" / "b")
+        await fs.remove_empty(subpath=str(root / "a" / "b"))
+        assert not await anyio.Path(root / "a").exists()
+
+
+@pytest.mark.parametrize("external", [True, False])
+async def test_url_for_reads_host_and_prefix_at_each_call(root: Path, external: bool) -> None:
+    app, fs = await new_app(root)
+    async with app.test_request_context("/"):
+        before = fs.url_for("a/b.txt", external=external)
+        app.config.update(HASHFS_HOST="https://cdn.example.com", HASHFS_PATH_PREFIX="/new")
+        after = fs.url_for("a/b.txt", external=external)
+        app.config["HASHFS_PATH_PREFIX"] = "new"
+        with pytest.raises(ValueError, match="must start with a leading slash"):
+            fs.url_for("a/b.txt")
+    assert before == ("http://localhost" if external else "") + "/files/a/b.txt"
+    assert after == ("https://cdn.example.com" if external else "") + "/new/a/b.txt"
+
+
+async def test_extension_state_reads_as_flask_hashfs_dict(root: Path) -> None:
+    app, fs = await new_app(root)
+    state = app.extensions["hashfs"]
+    assert isinstance(state, dict)
+    assert list(state) == ["client"]
+    assert isinstance(state["client"], hashfs.HashFS)
+    assert state.get("client") is state["client"]
+    async with app.app_context():
+        assert fs.client is state["client"]
+
+
+async def test_init_app_twice_starts_over(root: Path, tmp_path: Path) -> None:
+    app, fs = await new_app(root, HASHFS_SERVE=True)
+    served = await anyio.to_thread.run_sync(lambda: SyncHashFS(root).put(b"served", "txt"))
+    url = f"/files/{served.relpath}"
+    assert await (await app.test_client().get(url)).get_data() == b"served"
+    app.config.update(HASHFS_ROOT_FOLDER=str(tmp_path / "second"), HASHFS_DEPTH=2)
+    await anyio.to_thread.run_sync(fs.init_app, app)
+    await anyio.to_thread.run_sync(QuartHashFS().init_app, app)
+    rules = [r.rule for r in app.url_map.iter_rules() if r.endpoint == "hashfs_file"]
+    assert rules == ["/files/<path:relpath>"]
+    assert list(app.cli.commands) == ["hashfs"]
+    async with app.app_context():
+        assert (fs.root, fs.depth) == (str(tmp_path / "second"), 2)
+        assert await fs.get(served.id) is None
+        address = await fs.put(b"second", "txt")
+    assert (await app.test_client().get(url)).status_code == 404
+    second = f"/files/{address.relpath}"
+    assert await (await app.test_client().get(second)).get_data() == b"second"
+    app.config["HASHFS_SERVE"] = False
+    await anyio.to_thread.run_sync(fs.init_app, app)
+    assert (await app.test_client().get(second)).status_code == 404

@@ -16,6 +16,8 @@ from quart import Quart
 from werkzeug.datastructures import Headers
 
 from async_hashfs import HashAddress, QuartHashFS
+from async_hashfs._config import url_for
+from async_hashfs._http import SMALL_BODY
 from flask_shim import FlaskHashFS, SyncHashFS
 
 DATA = os.urandom(3 * (1 << 20) + 123)  # more than one serving chunk
@@ -96,6 +98,9 @@ class Harness:
         start = sent[0]
         response_headers = Headers([(k.decode(), v.decode()) for k, v in start["headers"]])
         body = b"".join(m.get("body", b"") for m in sent[1:])
+        if method == "HEAD":  # ASGI servers drop it (Hypercorn's suppress_body)
+            assert len(body) == int(response_headers.get("Content-Length", len(body)))
+            body = b""
         return start["status"], response_headers, body
 
     def url(self, address: HashAddress) -> str:
@@ -148,6 +153,38 @@ def test_head(harness: Harness, stored: HashAddress) -> None:
     assert status == 200
     assert body == b""
     assert headers["Content-Length"] == str(len(DATA))
+
+
+@pytest.mark.parametrize("size", [0, 5, SMALL_BODY + 1, len(DATA)])
+def test_head_through_the_test_client_reports_the_size(harness: Harness, size: int) -> None:
+    address = harness.store.put(DATA[:size], "png")
+    url = harness.url(address)
+    if harness.framework == "quart":
+        response = harness.loop.run_until_complete(harness.app.test_client().head(url))
+    else:
+        response = harness.client.head(url)
+        assert response.get_data() == b""
+        response.close()
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == str(size)
+    assert response.headers["ETag"] == f'"{hashlib.sha256(DATA[:size]).hexdigest()}"'
+
+
+@pytest.mark.parametrize(
+    ("extension", "expected"),
+    [
+        ("txt", "text/plain; charset=utf-8"),
+        ("html", "text/html; charset=utf-8"),
+        ("json", "application/json; charset=utf-8"),
+        ("svg", "image/svg+xml; charset=utf-8"),
+        ("png", "image/png"),
+    ],
+)
+def test_textual_files_are_served_as_utf8(harness: Harness, extension: str, expected: str) -> None:
+    address = harness.store.put("Grüße ☀".encode(), extension)
+    for method in ("GET", "HEAD"):
+        status, headers, _ = harness.request(harness.url(address), method=method)
+        assert (status, headers["Content-Type"]) == (200, expected)
 
 
 def test_if_none_match_gives_304_without_body(harness: Harness, stored: HashAddress) -> None:
@@ -289,8 +326,7 @@ def test_url_for_points_at_the_route(framework: str, root: Path) -> None:
     h = Harness(framework, root, HASHFS_HOST="https://cdn.example.com")
     try:
         address = h.store.put(DATA, "png")
-        extension = h.app.extensions["hashfs"]
-        url = extension.settings.url_for(address.relpath, True, lambda: "")
+        url = url_for(h.app.config, address.relpath, True, lambda: "")
         assert url == "https://cdn.example.com" + h.url(address)
         assert h.request(url.removeprefix("https://cdn.example.com"))[2] == DATA
     finally:

@@ -6,12 +6,16 @@ new keys only add powers. No framework is imported here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+import hashlib
+import os
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from anyio import CapacityLimiter
 from hashfs import HashFS
 
+from ._address import HashAddress
 from ._http import PresenceCache
 
 __all__ = [
@@ -19,10 +23,14 @@ __all__ = [
     "EXTENSION",
     "AppState",
     "ExtensionBase",
+    "SERVE_ENDPOINT",
     "Settings",
     "app_state",
+    "check_host",
+    "check_path_prefix",
     "join_url",
     "register",
+    "url_for",
 ]
 
 #: Every key the extensions read, with its default.
@@ -54,13 +62,105 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SENDFILE_HEADERS = {"x-accel-redirect": "X-Accel-Redirect", "x-sendfile": "X-Sendfile"}
+_BOOLEAN = (
+    'True or False (a string is not read as a boolean: "false" would mean True; '
+    "Flask's config.from_prefixed_env() turns the text false into False)"
+)
+_MODE = "an int permission mode from 0 to 0o7777 such as {example} (not a string)"
+
+
+def _invalid(key: str, accepted: str, value: object) -> ValueError:
+    return ValueError(f'Invalid configuration value: "{key}" must be {accepted}, not {value!r}')
+
+
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise _invalid(key, _BOOLEAN, value)
+    return value
+
+
+def _integer(config: Mapping[str, Any], key: str, minimum: int, accepted: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(key, accepted, value)
+    return value
+
+
+def _mode(config: Mapping[str, Any], key: str, example: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o7777:
+        raise _invalid(key, _MODE.format(example=example), value)
+    return value
+
+
+def _text(config: Mapping[str, Any], key: str, accepted: str) -> str | None:
+    value = config[key]
+    if value is not None and not isinstance(value, str):
+        raise _invalid(key, accepted, value)
+    return value
+
+
+def _algorithm(config: Mapping[str, Any]) -> tuple[str, int]:
+    """Return ``HASHFS_ALGORITHM`` and the length of its hex digests."""
+    value = config["HASHFS_ALGORITHM"]
+    fixed = sorted(name for name in hashlib.algorithms_guaranteed if not name.startswith("shake_"))
+    accepted = f"the name of a hashlib algorithm with a fixed digest size ({', '.join(fixed)})"
+    if not isinstance(value, str):
+        raise _invalid("HASHFS_ALGORITHM", accepted, value)
+    try:
+        size = hashlib.new(value).digest_size
+    except ValueError:
+        raise _invalid("HASHFS_ALGORITHM", accepted, value) from None
+    if size == 0:
+        raise _invalid("HASHFS_ALGORITHM", accepted, value)
+    return value, size * 2
+
+
+def check_path_prefix(prefix: object) -> str:
+    """Return ``HASHFS_PATH_PREFIX`` once it is valid, with Flask-HashFS's messages.
+
+    Raises:
+        ValueError: ``None``, not a string, or not starting with a slash.
+    """
+    if prefix is None:
+        raise ValueError(
+            'Missing configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" must be set'
+        )
+    if not isinstance(prefix, str):
+        raise _invalid("HASHFS_PATH_PREFIX", 'a string starting with "/", or ""', prefix)
+    if prefix and not prefix.startswith("/"):
+        raise ValueError(
+            'Invalid configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" '
+            "must start with a leading slash"
+        )
+    return prefix
+
+
+def check_host(host: object) -> str | None:
+    """Return ``HASHFS_HOST`` once it is valid.
+
+    Raises:
+        ValueError: neither ``None`` nor a string.
+    """
+    if host is not None and not isinstance(host, str):
+        raise _invalid(
+            "HASHFS_HOST",
+            'None or the URL files are served from, such as "https://cdn.example"',
+            host,
+        )
+    return host
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated ``HASHFS_*`` settings of one app."""
+    """The validated ``HASHFS_*`` settings of one app, read at ``init_app``.
 
-    host: str | None
+    ``HASHFS_HOST`` and ``HASHFS_PATH_PREFIX`` are also read again at each
+    ``url_for`` (see :func:`url_for`), as Flask-HashFS does; ``path_prefix``
+    here is where the serving route was put.
+    """
+
     path_prefix: str
     root_folder: str
     depth: int
@@ -71,7 +171,7 @@ class Settings:
     fmode: int | None
     dmode: int
     serve: bool
-    threads: int | None
+    threads: int | CapacityLimiter | None
     body_buffer: int
     sendfile: str | None
     accel_prefix: str
@@ -81,74 +181,97 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
-        """Fill in the defaults in ``config`` and read the settings from it.
+        """Fill in the defaults in ``config`` and check every key the extensions read.
+
+        Booleans must be ``True`` or ``False``: a string such as ``"false"``
+        is refused rather than read as true.
 
         Raises:
-            ValueError: a missing or invalid value, with Flask-HashFS's messages
-                for its own keys.
+            ValueError: a missing or invalid value, naming the key and what it
+                accepts; Flask-HashFS's own messages for its own checks.
         """
         for key, value in DEFAULTS.items():
             config.setdefault(key, value)
-        prefix = config["HASHFS_PATH_PREFIX"]
-        if prefix is None:
-            raise ValueError(
-                'Missing configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" must be set'
-            )
-        if prefix and not prefix.startswith("/"):
-            raise ValueError(
-                'Invalid configuration value for Flask-HashFS: "HASHFS_PATH_PREFIX" '
-                "must start with a leading slash"
-            )
-        if not config["HASHFS_ROOT_FOLDER"]:
+        check_host(config["HASHFS_HOST"])
+        prefix = check_path_prefix(config["HASHFS_PATH_PREFIX"])
+        root = config["HASHFS_ROOT_FOLDER"]
+        if not root:
             raise ValueError(
                 'Missing configuration value for Flask-HashFS: "HASHFS_ROOT_FOLDER" must be set'
             )
-        max_size = config["HASHFS_MAX_SIZE"]
-        if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
-            raise ValueError(f'"HASHFS_MAX_SIZE" must be a byte count or None, not {max_size!r}')
-        buffer = config["HASHFS_BODY_BUFFER"]
-        if not isinstance(buffer, int) or buffer < 1:
-            raise ValueError(f'"HASHFS_BODY_BUFFER" must be a positive byte count, not {buffer!r}')
-        serve = bool(config["HASHFS_SERVE"])
+        root_folder = os.fspath(root) if isinstance(root, str | os.PathLike) else None
+        if not isinstance(root_folder, str):
+            raise _invalid("HASHFS_ROOT_FOLDER", "a folder path or an s3://bucket/prefix", root)
+        algorithm, digest_length = _algorithm(config)
+        depth = _integer(config, "HASHFS_DEPTH", 0, "an int, 0 or more (shard folders)")
+        width = _integer(config, "HASHFS_WIDTH", 0, "an int, 0 or more (characters per folder)")
+        if depth * width >= digest_length:
+            raise ValueError(
+                'Invalid configuration value: "HASHFS_DEPTH" times "HASHFS_WIDTH" must be '
+                f"less than {digest_length}, the length of a {algorithm} id, not "
+                f"{depth} * {width}"
+            )
+        max_size = None
+        if config["HASHFS_MAX_SIZE"] is not None:
+            max_size = _integer(config, "HASHFS_MAX_SIZE", 0, "a byte count (an int) or None")
+        fmode = None
+        if config["HASHFS_FMODE"] is not None:
+            fmode = _mode(config, "HASHFS_FMODE", "0o664, or None")
+        dmode = _mode(config, "HASHFS_DMODE", "0o755")
+        threads = config["HASHFS_THREADS"]
+        if threads is not None and not isinstance(threads, CapacityLimiter):
+            threads = _integer(
+                config,
+                "HASHFS_THREADS",
+                1,
+                "a number of worker threads, 1 or more, an anyio.CapacityLimiter, or None",
+            )
+        buffer = _integer(config, "HASHFS_BODY_BUFFER", 1, "a positive byte count (an int)")
+        serve = _flag(config, "HASHFS_SERVE")
         if serve and prefix.strip("/") == "":
             raise ValueError(
                 '"HASHFS_SERVE" needs a non-empty "HASHFS_PATH_PREFIX" to serve files under'
             )
         sendfile = config["HASHFS_SENDFILE"]
-        if sendfile is not None and str(sendfile).lower() not in SENDFILE_HEADERS:
-            raise ValueError(
-                '"HASHFS_SENDFILE" must be None, "x-accel-redirect" or "x-sendfile", '
-                f"not {sendfile!r}"
+        if sendfile is not None and (
+            not isinstance(sendfile, str) or sendfile.lower() not in SENDFILE_HEADERS
+        ):
+            raise _invalid("HASHFS_SENDFILE", 'None, "x-accel-redirect" or "x-sendfile"', sendfile)
+        accel_prefix = config["HASHFS_ACCEL_PREFIX"]
+        if not isinstance(accel_prefix, str) or not accel_prefix.startswith("/"):
+            raise _invalid("HASHFS_ACCEL_PREFIX", 'a URL path starting with "/"', accel_prefix)
+        extra = config["HASHFS_S3_OPTIONS"]
+        if extra is not None and (
+            not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra)
+        ):
+            raise _invalid(
+                "HASHFS_S3_OPTIONS", "None or a mapping of obstore S3Store option names", extra
             )
-        accel_prefix = str(config["HASHFS_ACCEL_PREFIX"])
-        if not accel_prefix.startswith("/"):
-            raise ValueError(f'"HASHFS_ACCEL_PREFIX" must start with "/", not {accel_prefix!r}')
-        s3_options = dict(config["HASHFS_S3_OPTIONS"] or {})
+        s3_options = dict(extra or {})
         for key in ("endpoint", "region", "access_key_id", "secret_access_key"):
-            value = config[f"HASHFS_S3_{key.upper()}"]
+            value = _text(config, f"HASHFS_S3_{key.upper()}", "None or a string")
             if value is not None:
                 s3_options[key] = value
-        s3_redirect = bool(config["HASHFS_S3_REDIRECT"])
-        if s3_redirect and not str(config["HASHFS_ROOT_FOLDER"]).startswith("s3://"):
+        s3_redirect = _flag(config, "HASHFS_S3_REDIRECT")
+        if s3_redirect and not root_folder.startswith("s3://"):
             raise ValueError('"HASHFS_S3_REDIRECT" needs an s3:// "HASHFS_ROOT_FOLDER"')
         return cls(
             s3_options=s3_options,
             s3_redirect=s3_redirect,
-            verify_on_read=bool(config["HASHFS_VERIFY_ON_READ"]),
-            sendfile=None if sendfile is None else str(sendfile).lower(),
+            verify_on_read=_flag(config, "HASHFS_VERIFY_ON_READ"),
+            sendfile=None if sendfile is None else sendfile.lower(),
             accel_prefix=accel_prefix,
-            host=config["HASHFS_HOST"],
             path_prefix=prefix,
-            root_folder=str(config["HASHFS_ROOT_FOLDER"]),
-            depth=config["HASHFS_DEPTH"],
-            width=config["HASHFS_WIDTH"],
-            algorithm=config["HASHFS_ALGORITHM"],
+            root_folder=root_folder,
+            depth=depth,
+            width=width,
+            algorithm=algorithm,
             max_size=max_size,
-            fsync=bool(config["HASHFS_FSYNC"]),
-            fmode=config["HASHFS_FMODE"],
-            dmode=config["HASHFS_DMODE"],
+            fsync=_flag(config, "HASHFS_FSYNC"),
+            fmode=fmode,
+            dmode=dmode,
             serve=serve,
-            threads=config["HASHFS_THREADS"],
+            threads=threads,
             body_buffer=buffer,
         )
 
@@ -170,6 +293,14 @@ class Settings:
         """The URL rule of the serving route."""
         return self.path_prefix.rstrip("/") + "/<path:relpath>"
 
+    def serves(self, rule: str | None) -> bool:
+        """Whether the serving route's ``rule`` is the one these settings serve.
+
+        A route added by an earlier ``init_app`` with other settings stays in
+        the app (Flask cannot remove it); it answers 404.
+        """
+        return self.serve and rule == self.serve_rule
+
     def offload(self, abspath: str, relpath: str) -> tuple[str, str] | None:
         """The header that hands a file to the front server, if one is configured."""
         if self.sendfile is None:
@@ -178,14 +309,23 @@ class Settings:
             return SENDFILE_HEADERS["x-sendfile"], abspath
         return SENDFILE_HEADERS["x-accel-redirect"], join_url(self.accel_prefix, relpath)
 
-    def url_for(self, relpath: str, external: bool, request_host: Callable[[], str]) -> str:
-        """Return Flask-HashFS's URL for ``relpath``.
 
-        An ``external`` URL starts with ``HASHFS_HOST``, or else with
-        ``request_host()`` (the current request's host URL).
-        """
-        host = (self.host or request_host()) if external else None
-        return join_url(host, "/", self.path_prefix, relpath)
+def url_for(
+    config: Mapping[str, Any], relpath: str, external: bool, request_host: Callable[[], str]
+) -> str:
+    """Return Flask-HashFS's URL for ``relpath``, from the app's config as it is now.
+
+    ``HASHFS_HOST`` and ``HASHFS_PATH_PREFIX`` are read at each call, as
+    Flask-HashFS reads them, so changing them after ``init_app`` changes the
+    URLs. An ``external`` URL starts with ``HASHFS_HOST``, or else with
+    ``request_host()`` (the current request's host URL).
+
+    Raises:
+        ValueError: ``HASHFS_HOST`` or ``HASHFS_PATH_PREFIX`` became invalid.
+    """
+    host = check_host(config.get("HASHFS_HOST"))
+    prefix = check_path_prefix(config.get("HASHFS_PATH_PREFIX", ""))
+    return join_url((host or request_host()) if external else None, "/", prefix, relpath)
 
 
 def join_url(*parts: str | None) -> str:
@@ -205,37 +345,44 @@ def join_url(*parts: str | None) -> str:
     return joined
 
 
-class AppState:
+class AppState(dict[str, Any]):
     """What an extension keeps in ``app.extensions["hashfs"]``.
 
-    ``state["client"]`` works as in Flask-HashFS, which stored a dict there.
+    As a dict it is what Flask-HashFS kept there, ``{"client": HashFS(...)}``,
+    so code that reads ``app.extensions["hashfs"]["client"]`` (or ``.get``,
+    ``in``, ``keys()``) keeps working; the extension's own state is in
+    attributes.
     """
 
-    __slots__ = ("client", "presence", "settings", "store")
+    __slots__ = ("presence", "settings", "store")
 
     def __init__(self, settings: Settings, store: Any) -> None:
+        #: A ``hashfs.HashFS`` on the same root, for code written for HashFS.
+        super().__init__(
+            client=HashFS(
+                store.root,
+                settings.depth,
+                settings.width,
+                settings.algorithm,
+                settings.fmode,
+                settings.dmode,
+            )
+        )
         self.settings = settings
         self.store = store
         #: Files served moments ago, for revalidations without a disk hop.
         self.presence = PresenceCache()
-        #: A ``hashfs.HashFS`` on the same root, for code written for HashFS.
-        self.client = HashFS(
-            store.root,
-            settings.depth,
-            settings.width,
-            settings.algorithm,
-            settings.fmode,
-            settings.dmode,
-        )
 
-    def __getitem__(self, key: str) -> Any:
-        if key == "client":
-            return self.client
-        raise KeyError(key)
+    @property
+    def client(self) -> Any:
+        """``self["client"]``, as Flask-HashFS's ``client`` property reads it."""
+        return self["client"]
 
 
 #: The key of an app's state in ``app.extensions``, as Flask-HashFS used.
 EXTENSION = "hashfs"
+#: The endpoint of the serving route.
+SERVE_ENDPOINT = "hashfs_file"
 
 
 def register(
@@ -245,23 +392,26 @@ def register(
 
     Read the settings, build the store, create its root, keep the state in
     ``app.extensions["hashfs"]``, add the serving route when asked and the
-    ``hashfs`` command group.
+    ``hashfs`` command group. Called again on the same app (by this or
+    another extension instance), it starts over from the app's config as
+    Flask-HashFS does: the new state replaces the old one, the route is added
+    only if this rule is not there yet, and the command group is replaced.
 
     Raises:
-        RuntimeError: the app already has a hashfs extension.
         ValueError: a missing or invalid ``HASHFS_*`` value.
     """
     from ._cli import app_group
 
-    if EXTENSION in app.extensions:
-        raise RuntimeError("A hashfs extension is already registered on this app.")
     settings = Settings.from_config(app.config)
     store = make_store(settings)
     store._engine.makepath(store.root)
     state = AppState(settings, store)
     app.extensions[EXTENSION] = state
-    if settings.serve:
-        app.add_url_rule(settings.serve_rule, "hashfs_file", serve_view, methods=["GET", "HEAD"])
+    if settings.serve and not any(
+        rule.endpoint == SERVE_ENDPOINT and rule.rule == settings.serve_rule
+        for rule in app.url_map.iter_rules()
+    ):
+        app.add_url_rule(settings.serve_rule, SERVE_ENDPOINT, serve_view, methods=["GET", "HEAD"])
     app.cli.add_command(app_group(settings))
     return state
 
@@ -270,14 +420,19 @@ def app_state(app: Any, extension_name: str) -> AppState:
     """The state ``register`` kept for ``app``.
 
     Raises:
-        RuntimeError: the extension was never registered on ``app``.
+        RuntimeError: the extension was never registered on ``app``, or
+            another extension replaced its state since.
     """
-    try:
-        state: AppState = app.extensions[EXTENSION]
-    except KeyError:
+    state = app.extensions.get(EXTENSION)
+    if state is None:
         raise RuntimeError(
             f"{extension_name} is not registered on this app. Did you forget to call 'init_app'?"
-        ) from None
+        )
+    if not isinstance(state, AppState):
+        raise RuntimeError(
+            f"app.extensions[{EXTENSION!r}] was replaced by another extension "
+            f"(Flask-HashFS?); call {extension_name}'s 'init_app' after it."
+        )
     return state
 
 
@@ -285,12 +440,16 @@ class ExtensionBase:
     """What ``QuartHashFS`` and ``FlaskHashFS`` share that does no I/O.
 
     Each extension names itself and says how to reach its framework's
-    current app; its I/O methods it writes out for itself.
+    current app; its I/O methods it writes out for itself. The store's
+    attributes are typed properties here, read from the current app's store.
     """
 
     _name = "hashfs"
 
     def _current_app(self) -> Any:
+        raise NotImplementedError
+
+    def _request_host(self) -> str:
         raise NotImplementedError
 
     @property
@@ -307,8 +466,97 @@ class ExtensionBase:
         """The current app's config."""
         return self._current_app().config
 
-    def __getattr__(self, name: str) -> Any:
-        # Other attributes are the app's store's, as Flask-HashFS proxied to HashFS.
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._state.store, name)
+    @property
+    def root(self) -> str:
+        """The store's root: an absolute folder path or an ``s3://`` URL."""
+        root: str = self._state.store.root
+        return root
+
+    @property
+    def depth(self) -> int:
+        """The number of shard folders."""
+        depth: int = self._state.store.depth
+        return depth
+
+    @property
+    def width(self) -> int:
+        """The characters per shard folder."""
+        width: int = self._state.store.width
+        return width
+
+    @property
+    def algorithm(self) -> str:
+        """The hashlib algorithm that names stored files."""
+        algorithm: str = self._state.store.algorithm
+        return algorithm
+
+    @property
+    def fmode(self) -> int | None:
+        """Permission bits of stored files (``None``: left at ``0o600``)."""
+        fmode: int | None = self._state.store.fmode
+        return fmode
+
+    @property
+    def dmode(self) -> int:
+        """Permission bits of created folders."""
+        dmode: int = self._state.store.dmode
+        return dmode
+
+    @property
+    def max_size(self) -> int | None:
+        """The largest file ``put()`` accepts, in bytes, or ``None``."""
+        max_size: int | None = self._state.store.max_size
+        return max_size
+
+    @property
+    def fsync(self) -> bool:
+        """Whether commits are flushed to the disk."""
+        fsync: bool = self._state.store.fsync
+        return fsync
+
+    def idpath(self, id: str, extension: str | None = "") -> str:
+        """Return the absolute path for ``id`` with an optional extension.
+
+        Raises:
+            InvalidExtension: ``extension`` is not a safe token.
+        """
+        path: str = self._state.store.idpath(id, extension)
+        return path
+
+    def shard(self, id: str) -> list[str]:
+        """Split ``id`` into its shard folders and file name."""
+        parts: list[str] = self._state.store.shard(id)
+        return parts
+
+    def unshard(self, path: str) -> str:
+        """Return the id a path inside the root names.
+
+        Raises:
+            ValueError: ``path`` is not inside the root.
+        """
+        id: str = self._state.store.unshard(path)
+        return id
+
+    def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
+        """Return the URL of a stored file, exactly as Flask-HashFS builds it.
+
+        ``HASHFS_HOST`` and ``HASHFS_PATH_PREFIX`` are read from the app's
+        config at each call. ``external`` URLs start with ``HASHFS_HOST``, or
+        the current request's host URL.
+
+        Raises:
+            ValueError: ``HASHFS_HOST`` or ``HASHFS_PATH_PREFIX`` is invalid.
+        """
+        app = self._current_app()
+        app_state(app, self._name)
+        if isinstance(relpath, HashAddress):
+            relpath = relpath.relpath
+        return url_for(app.config, relpath, external, self._request_host)
+
+    if not TYPE_CHECKING:
+        # Other attributes are the store's, as Flask-HashFS proxied all of
+        # HashFS; hidden from type checkers so a misspelt name is reported.
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return getattr(self._state.store, name)

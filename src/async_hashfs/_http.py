@@ -75,13 +75,15 @@ def prepare(
     offload: tuple[str, str] | None = None,
     verify: bool = False,
     redirect: bool = False,
+    head_body: bool = False,
 ) -> Prepared | None:
     """Open, plan and, for small or empty bodies, read and close: one blocking call.
 
     With ``redirect`` (an object store), the answer is a 307 to a presigned
-    URL. ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`. ``None``
-    when ``relpath`` is not a stored content address. The blob is left open
-    only for a body larger than :data:`SMALL_BODY`.
+    URL. ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`;
+    ``head_body`` is :func:`plan_response`'s. ``None`` when ``relpath`` is
+    not a stored content address. The blob is left open only for a body
+    larger than :data:`SMALL_BODY`.
 
     Raises:
         CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
@@ -95,7 +97,7 @@ def prepare(
     if blob is None:
         return None
     try:
-        plan = plan_response(method, headers.get, blob, download_name, offload)
+        plan = plan_response(method, headers.get, blob, download_name, offload, head_body)
         if plan.end - plan.start > SMALL_BODY:
             return Prepared(plan, blob=blob)
         body = blob.pread(plan.end - plan.start, plan.start) if plan.has_body else b""
@@ -263,12 +265,21 @@ def plan_response(
     served: Any,
     download_name: str | None = None,
     offload: tuple[str, str] | None = None,
+    head_body: bool = False,
 ) -> Plan:
     """Decide the answer to ``method`` on ``served``; ``header(name)`` reads a request header.
 
     With ``offload`` (a header name and value, e.g. ``X-Accel-Redirect``), a
     200 or 206 becomes a 200 with that header and no body: the front server
     sends the bytes and answers ranges itself.
+
+    A HEAD gets a GET's headers (Range is for GET only). Its body is empty
+    unless ``head_body``: then it is the bytes a GET would send, for stacks
+    where the server drops a HEAD's body and the framework trusts the body
+    over the headers. ASGI is one: Hypercorn and Uvicorn drop it, and
+    Quart's test client rebuilds the response, Content-Length included, from
+    the body it received. Werkzeug drops the body of a HEAD itself and keeps
+    the headers, so WSGI needs no body.
     """
     etag = f'"{served.id}"'
     last_modified = int(served.mtime)
@@ -321,7 +332,7 @@ def plan_response(
         headers["Content-Length"] = str(end - start)
         return Plan(206, headers, start, end)
     headers["Content-Length"] = str(size)
-    return Plan(200, headers, 0, size if method != "HEAD" else 0)
+    return Plan(200, headers, 0, size if method != "HEAD" or head_body else 0)
 
 
 def _if_range_holds(value: str | None, etag: str, last_modified: int) -> bool:
@@ -338,9 +349,32 @@ def _short(headers: dict[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in _NOT_MODIFIED_HEADERS if name in headers}
 
 
+#: Media types outside ``text/*`` that are text, besides ``+xml`` and ``+json`` ones.
+_TEXTUAL = frozenset(
+    {
+        "application/ecmascript",
+        "application/javascript",
+        "application/json",
+        "application/sql",
+        "application/x-javascript",
+        "application/xml",
+        "application/xml-dtd",
+    }
+)
+
+
 def content_type(extension: str) -> str:
-    """Return the media type for a stored extension (may read the system's types once)."""
+    """Return the Content-Type for a stored extension (may read the system's types once).
+
+    Textual types (``text/*``, JSON, JavaScript, XML, SVG...) say
+    ``charset=utf-8``, as Werkzeug's ``send_file`` does, so a browser does
+    not guess another encoding.
+    """
     if not extension:
         return "application/octet-stream"
     guessed, _ = mimetypes.guess_type("file" + extension, strict=False)
-    return guessed or "application/octet-stream"
+    if guessed is None:
+        return "application/octet-stream"
+    if guessed.startswith("text/") or guessed in _TEXTUAL or guessed.endswith(("+xml", "+json")):
+        return f"{guessed}; charset=utf-8"
+    return guessed

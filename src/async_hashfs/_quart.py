@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Literal, overload
 
 import anyio
 from quart import Quart, Response, abort, current_app, request
@@ -26,11 +26,12 @@ from quart.asgi import ASGIHTTPConnection
 from werkzeug.exceptions import ClientDisconnected
 
 from ._address import HashAddress
-from ._config import EXTENSION, AppState, ExtensionBase, register
+from ._config import DEFAULTS, EXTENSION, AppState, ExtensionBase, register
+from ._engine import GCReport
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._sources import async_reader
-from ._store import AsyncHashFS
+from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
@@ -198,7 +199,12 @@ class _BoundedConnection(ASGIHTTPConnection):
             value: int | None = req.max_content_length
             return config["MAX_CONTENT_LENGTH"] if value is None else value
 
-        buffer = self.app.extensions[EXTENSION].settings.body_buffer
+        state = self.app.extensions.get(EXTENSION)
+        buffer = (
+            state.settings.body_buffer
+            if isinstance(state, AppState)
+            else DEFAULTS["HASHFS_BODY_BUFFER"]
+        )
         req.body = BoundedBody(req.content_length, limit, buffer)  # type: ignore[assignment]
         return req
 
@@ -250,7 +256,8 @@ class QuartHashFS(ExtensionBase):
             address = await fs.put(request.body, extension="jpg")
             return {"url": fs.url_for(address.relpath)}
 
-    Other attributes are those of the app's :class:`AsyncHashFS` (``fs.store``).
+    Each store operation is an ``async`` method here, with hashfs's
+    parameter names; ``fs.store`` is the app's :class:`AsyncHashFS`.
     """
 
     def __init__(self, app: Quart | None = None) -> None:
@@ -263,7 +270,9 @@ class QuartHashFS(ExtensionBase):
 
         Raises:
             ValueError: a missing or invalid ``HASHFS_*`` value.
-            RuntimeError: the app already has a hashfs extension.
+
+        Called again on the same app, it starts over from the app's config,
+        as Flask-HashFS does.
         """
         register(
             app,
@@ -281,49 +290,109 @@ class QuartHashFS(ExtensionBase):
     def _current_app(self) -> Any:
         return current_app
 
+    def _request_host(self) -> str:
+        return request.host_url
+
     @property
     def store(self) -> AsyncHashFS:
         """The app's :class:`AsyncHashFS`."""
         store: AsyncHashFS = self._state.store
         return store
 
-    # -- operations --------------------------------------------------------
+    # -- operations: the store's, on the current app, with hashfs's names -------
 
-    async def put(self, src: object, extension: str | None = None) -> HashAddress:
-        """Store ``src`` (``request.body``, a ``FileStorage``, bytes, ...) and return its address.
+    async def put(self, file: object, extension: str | None = None) -> HashAddress:
+        """Store ``file`` (``request.body``, a ``FileStorage``, bytes, ...) and return its address.
 
         Raises:
             BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
             BadExtension: ``extension`` is not a safe token (400).
+            InvalidSource: ``file`` cannot be read.
         """
         with web_errors():
-            return await self.store.put(src, extension)
+            return await self.store.put(file, extension=extension)
 
-    async def get(self, ref: object) -> HashAddress | None:
-        """Return the address of ``ref``, or ``None``."""
-        return await self.store.get(ref)
+    async def get(self, file: object) -> HashAddress | None:
+        """Return the address of ``file`` (an id, relpath or abspath), or ``None``."""
+        return await self.store.get(file)
 
-    async def exists(self, ref: object) -> bool:
-        """Return whether ``ref`` names a stored file."""
-        return await self.store.exists(ref)
+    @overload
+    def open(
+        self, file: object, mode: Literal["rb", "br"] = "rb"
+    ) -> AsyncFileOpener[AsyncBinaryFile]: ...
+    @overload
+    def open(
+        self, file: object, mode: Literal["r", "rt", "tr"]
+    ) -> AsyncFileOpener[AsyncTextFile]: ...
+    @overload
+    def open(
+        self, file: object, mode: str
+    ) -> AsyncFileOpener[AsyncBinaryFile] | AsyncFileOpener[AsyncTextFile]: ...
+    def open(
+        self, file: object, mode: str = "rb"
+    ) -> AsyncFileOpener[AsyncBinaryFile] | AsyncFileOpener[AsyncTextFile]:
+        """Open a stored file: ``await fs.open(file)`` or ``async with fs.open(file)``.
 
-    async def delete(self, ref: object) -> None:
-        """Remove a stored file; no error when missing."""
-        await self.store.delete(ref)
+        Raises:
+            ReadOnlyError: ``mode`` would write (raised at once).
+            NotFound: no stored file answers to ``file`` (when awaited).
+        """
+        return self.store.open(file, mode=mode)
+
+    async def delete(self, file: object) -> None:
+        """Remove a stored file and the folders it leaves empty; no error when missing."""
+        await self.store.delete(file)
         self._state.presence.forget()
 
-    def open(self, ref: object, mode: str = "rb") -> Any:
-        """Open a stored file: ``await fs.open(ref)`` or ``async with fs.open(ref)``."""
-        return self.store.open(ref, mode)
+    async def exists(self, file: object) -> bool:
+        """Return whether ``file`` names a stored file."""
+        return await self.store.exists(file)
 
-    def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
-        """Return the URL of a stored file, exactly as Flask-HashFS builds it.
+    def files(self) -> AsyncIterator[str]:
+        """Yield the absolute path of every stored file: ``async for path in fs.files()``."""
+        return self.store.files()
 
-        ``external`` URLs start with ``HASHFS_HOST``, or the request's host.
+    def folders(self) -> AsyncIterator[str]:
+        """Yield every folder that holds files."""
+        return self.store.folders()
+
+    async def count(self) -> int:
+        """Return how many files the store holds."""
+        return await self.store.count()
+
+    async def size(self) -> int:
+        """Return the total size in bytes of the stored files."""
+        return await self.store.size()
+
+    async def computehash(self, stream: object) -> str:
+        """Return the hex digest of ``stream`` (any blocking ``put()`` source)."""
+        return await self.store.computehash(stream)
+
+    async def verify(self, file: object) -> bool:
+        """Return whether the bytes of ``file`` still hash to its address.
+
+        Raises:
+            NotFound: no stored file answers to ``file``.
         """
-        if isinstance(relpath, HashAddress):
-            relpath = relpath.relpath
-        return self._state.settings.url_for(relpath, external, lambda: request.host_url)
+        return await self.store.verify(file)
+
+    def corrupted(self, extensions: bool = True) -> AsyncIterator[tuple[str, HashAddress]]:
+        """Yield ``(path, expected address)`` for each file not at its content address."""
+        return self.store.corrupted(extensions)
+
+    async def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
+        """Move misplaced files to their content address; return what moved."""
+        moved = await self.store.repair(extensions)
+        self._state.presence.forget()
+        return moved
+
+    async def remove_empty(self, subpath: str) -> None:
+        """Remove folder ``subpath`` and its parents while empty, stopping at the root."""
+        await self.store.remove_empty(subpath)
+
+    async def gc(self, older_than: float = 0.0) -> GCReport:
+        """Remove temp files of dead writers and empty folders."""
+        return await self.store.gc(older_than)
 
     async def put_uploads(self) -> Uploads:
         """Store every file of the current multipart/form-data request as it arrives.
@@ -362,6 +431,9 @@ async def _serve_file(relpath: str) -> Response:
     state: AppState = current_app.extensions[EXTENSION]
     store: AsyncHashFS = state.store
     settings = state.settings
+    rule = request.url_rule
+    if not settings.serves(None if rule is None else rule.rule):
+        abort(404)  # a route an earlier init_app added, with other settings
     not_modified = state.presence.not_modified(relpath, request.method, request.headers.get)
     if not_modified is not None:
         response = Response(_Bytes(b""), 304, not_modified)
@@ -379,6 +451,7 @@ async def _serve_file(relpath: str) -> Response:
             settings.offload(store.layout.abspath(relpath), relpath),
             settings.verify_on_read,
             settings.s3_redirect,
+            True,  # head_body: the ASGI server drops it; Quart's test client reads it
         )
     except CorruptFile as exc:
         logger.error("refusing to serve a corrupt file: %s", exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 from flask import Flask, Response, abort, current_app, request
 from werkzeug.exceptions import ClientDisconnected
@@ -17,6 +17,7 @@ from werkzeug.wsgi import wrap_file
 
 from async_hashfs._address import HashAddress
 from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
+from async_hashfs._engine import GCReport
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._web import (
@@ -39,8 +40,9 @@ _CHUNK = 1 << 20
 class FlaskHashFS(ExtensionBase):
     """A content-addressable store for a Flask app, configured by ``HASHFS_*`` keys.
 
-    A drop-in for Flask-HashFS: same config keys, errors and URLs, and other
-    attributes are those of the app's :class:`SyncHashFS` (``fs.store``).
+    A drop-in for Flask-HashFS: same config keys, errors and URLs, and the
+    store's operations with hashfs's parameter names, on the app's
+    :class:`SyncHashFS` (``fs.store``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -53,7 +55,9 @@ class FlaskHashFS(ExtensionBase):
 
         Raises:
             ValueError: a missing or invalid ``HASHFS_*`` value.
-            RuntimeError: the app already has a hashfs extension.
+
+        Called again on the same app, it starts over from the app's config,
+        as Flask-HashFS does.
         """
         register(app, lambda s: SyncHashFS(s.root_folder, **s.store_options()), _serve_file)
 
@@ -64,16 +68,19 @@ class FlaskHashFS(ExtensionBase):
     def _current_app(self) -> Any:
         return current_app
 
+    def _request_host(self) -> str:
+        return request.host_url
+
     @property
     def store(self) -> SyncHashFS:
         """The app's :class:`SyncHashFS`."""
         store: SyncHashFS = self._state.store
         return store
 
-    # -- operations --------------------------------------------------------
+    # -- operations: the store's, on the current app, with hashfs's names -------
 
-    def put(self, src: object, extension: str | None = None) -> HashAddress:
-        """Store ``src`` (``request.stream``, a ``FileStorage``, bytes...) and return its address.
+    def put(self, file: object, extension: str | None = None) -> HashAddress:
+        """Store ``file`` (``request.stream``, a ``FileStorage``, bytes...) and return its address.
 
         ``request.stream`` is read straight from the server, chunked bodies
         included, counting every byte against ``MAX_CONTENT_LENGTH``.
@@ -82,34 +89,102 @@ class FlaskHashFS(ExtensionBase):
             BodyTooLarge: past ``MAX_CONTENT_LENGTH`` or ``HASHFS_MAX_SIZE`` (413).
             BadExtension: ``extension`` is not a safe token (400).
             ChunkedBodyUnsupported: a chunked body the server cannot pass on (411).
+            InvalidSource: ``file`` cannot be read.
         """
-        if _is_request_stream(src):
-            src = request_body()
+        if _is_request_stream(file):
+            file = request_body()
         with web_errors():
-            return self.store.put(src, extension)
+            return self.store.put(file, extension=extension)
 
-    def get(self, ref: object) -> HashAddress | None:
-        """Return the address of ``ref``, or ``None``."""
-        return self.store.get(ref)
+    def get(self, file: object) -> HashAddress | None:
+        """Return the address of ``file`` (an id, relpath or abspath), or ``None``."""
+        return self.store.get(file)
 
-    def exists(self, ref: object) -> bool:
-        """Return whether ``ref`` names a stored file."""
-        return self.store.exists(ref)
+    @overload
+    def open(self, file: object, mode: Literal["rb", "br"] = "rb") -> BinaryIO: ...
+    @overload
+    def open(self, file: object, mode: Literal["r", "rt", "tr"]) -> TextIO: ...
+    @overload
+    def open(self, file: object, mode: str) -> IO[Any]: ...
+    def open(self, file: object, mode: str = "rb") -> IO[Any]:
+        """Open a stored file for reading (a ``BufferedReader`` for ``"rb"``).
 
-    def delete(self, ref: object) -> None:
-        """Remove a stored file; no error when missing."""
-        self.store.delete(ref)
+        Raises:
+            ReadOnlyError: ``mode`` would write.
+            NotFound: no stored file answers to ``file`` (an ``IOError``).
+        """
+        return self.store.open(file, mode=mode)
+
+    def delete(self, file: object) -> None:
+        """Remove a stored file and the folders it leaves empty; no error when missing."""
+        self.store.delete(file)
         self._state.presence.forget()
 
-    def open(self, ref: object, mode: str = "rb") -> IO[Any]:
-        """Open a stored file for reading."""
-        return self.store.open(ref, mode)
+    def exists(self, file: object) -> bool:
+        """Return whether ``file`` names a stored file."""
+        return self.store.exists(file)
 
-    def url_for(self, relpath: str | HashAddress, external: bool = True) -> str:
-        """Return the URL of a stored file, exactly as Flask-HashFS builds it."""
-        if isinstance(relpath, HashAddress):
-            relpath = relpath.relpath
-        return self._state.settings.url_for(relpath, external, lambda: request.host_url)
+    def files(self) -> Iterator[str]:
+        """Yield the absolute path of every stored file."""
+        return self.store.files()
+
+    def folders(self) -> Iterator[str]:
+        """Yield every folder that holds files."""
+        return self.store.folders()
+
+    def count(self) -> int:
+        """Return how many files the store holds."""
+        return self.store.count()
+
+    def size(self) -> int:
+        """Return the total size in bytes of the stored files."""
+        return self.store.size()
+
+    def computehash(self, stream: object) -> str:
+        """Return the hex digest of ``stream`` (any ``put()`` source)."""
+        return self.store.computehash(stream)
+
+    def verify(self, file: object) -> bool:
+        """Return whether the bytes of ``file`` still hash to its address.
+
+        Raises:
+            NotFound: no stored file answers to ``file``.
+        """
+        return self.store.verify(file)
+
+    def corrupted(self, extensions: bool = True) -> Iterator[tuple[str, HashAddress]]:
+        """Yield ``(path, expected address)`` for each file not at its content address."""
+        return self.store.corrupted(extensions)
+
+    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
+        """Move misplaced files to their content address; return what moved."""
+        moved = self.store.repair(extensions)
+        self._state.presence.forget()
+        return moved
+
+    def remove_empty(self, subpath: str) -> None:
+        """Remove folder ``subpath`` and its parents while empty, stopping at the root."""
+        self.store.remove_empty(subpath)
+
+    def gc(self, older_than: float = 0.0) -> GCReport:
+        """Remove temp files of dead writers and empty folders."""
+        return self.store.gc(older_than)
+
+    def relpath(self, path: str) -> str:
+        """Return ``path`` relative to the root."""
+        return self.store.relpath(path)
+
+    def realpath(self, file: object) -> str | None:
+        """Return the absolute path of the stored file ``file`` names, or ``None``."""
+        return self.store.realpath(file)
+
+    def haspath(self, path: str) -> bool:
+        """Return whether ``path`` is inside the root, symlinks resolved."""
+        return self.store.haspath(path)
+
+    def makepath(self, path: str) -> None:
+        """Create folder ``path`` with the store's ``dmode``."""
+        self.store.makepath(path)
 
     def put_uploads(self) -> Uploads:
         """Store every file of the current multipart/form-data request as it arrives.
@@ -139,6 +214,9 @@ def _serve_file(relpath: str) -> Response:
     state: AppState = current_app.extensions[EXTENSION]
     store: SyncHashFS = state.store
     settings = state.settings
+    rule = request.url_rule
+    if not settings.serves(None if rule is None else rule.rule):
+        abort(404)  # a route an earlier init_app added, with other settings
     try:
         prepared = prepare(
             store._engine,
