@@ -98,9 +98,8 @@ class Harness:
         start = sent[0]
         response_headers = Headers([(k.decode(), v.decode()) for k, v in start["headers"]])
         body = b"".join(m.get("body", b"") for m in sent[1:])
-        if method == "HEAD":  # ASGI servers drop it (Hypercorn's suppress_body)
-            assert len(body) == int(response_headers.get("Content-Length", len(body)))
-            body = b""
+        if method == "HEAD":  # a server would drop it: the file is not read for nothing
+            assert body == b""
         return start["status"], response_headers, body
 
     def url(self, address: HashAddress) -> str:
