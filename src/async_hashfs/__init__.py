@@ -40,7 +40,7 @@ __all__ = [
     "NotFound",
     "ReadOnlyError",
 ]
-if not available("quart"):  # ``import *`` works without the quart extra
+if not TYPE_CHECKING and not available("quart"):  # ``import *`` without the extra
     __all__.remove("QuartHashFS")
 
 

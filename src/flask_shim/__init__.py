@@ -32,7 +32,7 @@ __all__ = [
     "ReadOnlyError",
     "SyncHashFS",
 ]
-if not available("flask"):  # ``import *`` works without the flask extra
+if not TYPE_CHECKING and not available("flask"):  # ``import *`` without the extra
     __all__.remove("FlaskHashFS")
 
 
