@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_S3_SECRET_ACCESS_KEY": None,
     "HASHFS_S3_OPTIONS": None,
     "HASHFS_S3_REDIRECT": False,
+    "HASHFS_S3_PUBLIC_ENDPOINT": None,
     "HASHFS_SENDFILE": None,
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
 }
@@ -124,7 +125,7 @@ class Settings:
         if not accel_prefix.startswith("/"):
             raise ValueError(f'"HASHFS_ACCEL_PREFIX" must start with "/", not {accel_prefix!r}')
         s3_options = dict(config["HASHFS_S3_OPTIONS"] or {})
-        for key in ("endpoint", "region", "access_key_id", "secret_access_key"):
+        for key in ("endpoint", "region", "access_key_id", "secret_access_key", "public_endpoint"):
             value = config[f"HASHFS_S3_{key.upper()}"]
             if value is not None:
                 s3_options[key] = value
