@@ -93,13 +93,67 @@ def test_redirect_to_presigned_url(
         fetched = httpx.get(location, timeout=30)
         assert fetched.status_code == 200
         assert fetched.content == DATA
+        # The bucket answers with the route's headers, as far as S3 can set them.
+        assert fetched.headers["Content-Type"] == "image/png"
+        assert fetched.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        ranged = httpx.get(location, headers={"Range": "bytes=10-19"}, timeout=30)
+        assert (ranged.status_code, ranged.content) == (206, DATA[10:20])
         assert h.request(h.url(address).replace(DATA_ID[4:], "0" * 60))[0] == 404
     finally:
         h.close()
 
 
-def _put(h: Harness, data: bytes) -> Any:
+@pytest.mark.parametrize("framework", ["quart", "flask"])
+def test_redirect_keeps_what_the_route_promises(
+    framework: str, s3_config: dict[str, Any], tmp_path: Any
+) -> None:
+    public = s3_config["HASHFS_S3_ENDPOINT"].replace("127.0.0.1", "localhost")
+    h = Harness(
+        framework,
+        tmp_path / "unused",
+        HASHFS_S3_REDIRECT=True,
+        HASHFS_S3_PUBLIC_ENDPOINT=public,
+        **s3_config,
+    )
+    try:
+        h.store = h.app.extensions["hashfs"].store
+        address = _put(h, DATA)
+        url = h.url(address)
+        # HEAD is answered here (a URL signed for GET would answer HEAD 403).
+        status, headers, body = h.request(url, method="HEAD")
+        assert (status, body) == (200, b"")
+        assert headers["ETag"] == f'"{DATA_ID}"'
+        assert headers["Content-Length"] == str(len(DATA))
+        assert "Location" not in headers
+        # The hash is the ETag: a revalidation is a 304 without a redirect.
+        assert h.request(url, {"If-None-Match": f'"{DATA_ID}"'})[0] == 304
+        # The redirect is cacheable, and the same while the browser may cache it.
+        first = h.request(url)[1]
+        second = h.request(url)[1]
+        assert first["Location"] == second["Location"]
+        assert first["Location"].startswith(public)
+        max_age = int(first["Cache-Control"].removeprefix("private, max-age="))
+        assert 1700 <= max_age <= 1800
+        # ?download= names the file.
+        status, headers, _ = h.request(url + "?download=r%C3%A9sum%C3%A9.png")
+        fetched = httpx.get(headers["Location"], timeout=30)
+        assert fetched.content == DATA
+        assert fetched.headers["Content-Disposition"] == (
+            "attachment; filename=\"r_sum_.png\"; filename*=UTF-8''r%C3%A9sum%C3%A9.png"
+        )
+        # An active type is a download from the bucket's origin, never a page.
+        page = _put(h, b"<script>alert(document.cookie)</script>", "html")
+        status, headers, _ = h.request(h.url(page))
+        assert status == 307
+        fetched = httpx.get(headers["Location"], timeout=30)
+        assert fetched.headers["Content-Disposition"].startswith("attachment;")
+        assert fetched.headers["Content-Type"].startswith("text/html")
+    finally:
+        h.close()
+
+
+def _put(h: Harness, data: bytes, extension: str = "png") -> Any:
     store = h.store
     if h.framework == "quart":
-        return h.loop.run_until_complete(store.put(data, "png"))
-    return store.put(data, "png")
+        return h.loop.run_until_complete(store.put(data, extension))
+    return store.put(data, extension)

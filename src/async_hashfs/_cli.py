@@ -6,7 +6,8 @@ on the app's configured store. Commands work on a blocking
 :class:`~flask_shim.SyncHashFS`; long ones show progress on a terminal.
 
 Exit codes: 0 done, 1 a check found problems (``verify``), 2 bad usage or a
-reference that names nothing, 3 the store's root is missing.
+reference that names nothing, 3 the store's root is missing, 4 an s3:// root
+cannot be used (credentials, bucket, server), said in one line.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
             click.Option(["--width"], type=int, default=1, show_default=True),
             click.Option(["--algorithm"], default="sha256", show_default=True),
         ]
-    group = click.Group(
+    group = _Group(
         name,
         params=params,
         callback=click.pass_context(attach),
@@ -122,6 +123,31 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
     for command in _COMMANDS:
         group.add_command(command)
     return group
+
+
+class _Group(click.Group):
+    """Runs a command; a bucket that cannot be used is one line and exit code 4."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            problem = _storage_problem(exc)
+            if problem is None:
+                raise
+            click.echo(f"Error: {problem}", err=True)
+            ctx.exit(4)
+
+
+def _storage_problem(exc: BaseException) -> str | None:
+    """One line for an error that keeps an s3:// root from being used, else ``None``."""
+    if "async_hashfs._s3" not in sys.modules:
+        return None
+    from ._s3 import describe_error
+
+    return describe_error(exc)
 
 
 # -- commands -----------------------------------------------------------------
@@ -346,26 +372,29 @@ def repair(ctx: click.Context, as_json: bool, quiet: bool) -> None:
 @click.command()
 @click.option(
     "--older-than",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Only temp files untouched for this many seconds.",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Only temp files and incomplete uploads older than this many seconds "
+    "(used as given, 0 included; default 0 on a folder, whose live writers hold "
+    "locks, and 3600 on S3).",
 )
 @_json
 @click.pass_context
-def gc(ctx: click.Context, older_than: float, as_json: bool) -> None:
-    """Remove temp files left by killed writers, and empty folders."""
+def gc(ctx: click.Context, older_than: float | None, as_json: bool) -> None:
+    """Remove temp files and incomplete uploads left by killed writers, and empty folders."""
     report = _store(ctx).gc(older_than)
     data = {
         "temp_files": report.temp_files,
         "temp_bytes": report.temp_bytes,
         "folders": report.folders,
+        "uploads": report.uploads,
     }
+    uploads = f", aborted {len(report.uploads)} incomplete uploads" if report.uploads else ""
     _emit(
         data,
         as_json,
         f"removed {len(report.temp_files)} temp files "
-        f"({report.temp_bytes} bytes) and {len(report.folders)} empty folders",
+        f"({report.temp_bytes} bytes) and {len(report.folders)} empty folders{uploads}",
     )
 
 

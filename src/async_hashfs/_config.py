@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_S3_SECRET_ACCESS_KEY": None,
     "HASHFS_S3_OPTIONS": None,
     "HASHFS_S3_REDIRECT": False,
+    "HASHFS_S3_PUBLIC_ENDPOINT": None,
     "HASHFS_SENDFILE": None,
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
 }
@@ -248,7 +249,7 @@ class Settings:
                 "HASHFS_S3_OPTIONS", "None or a mapping of obstore S3Store option names", extra
             )
         s3_options = dict(extra or {})
-        for key in ("endpoint", "region", "access_key_id", "secret_access_key"):
+        for key in ("endpoint", "region", "access_key_id", "secret_access_key", "public_endpoint"):
             value = _text(config, f"HASHFS_S3_{key.upper()}", "None or a string")
             if value is not None:
                 s3_options[key] = value

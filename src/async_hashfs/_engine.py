@@ -93,6 +93,8 @@ class GCReport:
     temp_files: list[str] = field(default_factory=list)
     temp_bytes: int = 0
     folders: list[str] = field(default_factory=list)
+    #: Incomplete multipart uploads aborted (object stores).
+    uploads: list[str] = field(default_factory=list)
 
 
 class BlobWriter:
@@ -591,15 +593,16 @@ class Engine:
             repaired.append((path, address))
         return repaired
 
-    def gc(self, older_than: float = 0.0) -> GCReport:
+    def gc(self, older_than: float | None = None) -> GCReport:
         """Remove temp files no live writer holds and empty folders.
 
         A writer holds a lock on its temp file for as long as it lives, so a
         temp file whose lock can be taken was left by a process that died.
-        Only temp files last modified more than ``older_than`` seconds ago go.
+        Only temp files last modified more than ``older_than`` seconds ago go
+        (default 0: the locks protect live writers).
         """
         report = GCReport()
-        cutoff = time.time() - older_than
+        cutoff = time.time() - (older_than or 0.0)
         try:
             entries = list(os.scandir(self.layout.temp_dir))
         except FileNotFoundError:

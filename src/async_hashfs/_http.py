@@ -24,10 +24,12 @@ from typing import Any
 from urllib.parse import quote
 
 __all__ = [
+    "ACTIVE_TYPES",
     "CONDITIONAL_HEADERS",
     "Prepared",
     "PresenceCache",
     "prepare",
+    "redirect_plan",
     "CACHE_CONTROL",
     "Plan",
     "content_disposition",
@@ -79,23 +81,22 @@ def prepare(
 ) -> Prepared | None:
     """Open, plan and, for small or empty bodies, read and close: one blocking call.
 
-    With ``redirect`` (an object store), the answer is a 307 to a presigned
-    URL. ``headers`` holds the request's :data:`CONDITIONAL_HEADERS`;
-    ``head_body`` is :func:`plan_response`'s. ``None`` when ``relpath`` is
-    not a stored content address. The blob is left open only for a body
-    larger than :data:`SMALL_BODY`.
+    With ``redirect`` (an object store), a GET that would get bytes gets a
+    307 to a presigned URL instead (see :func:`redirect_plan`). ``headers``
+    holds the request's :data:`CONDITIONAL_HEADERS`; ``head_body`` is
+    :func:`plan_response`'s. ``None`` when ``relpath`` is not a stored
+    content address. The blob is left open only for a body larger than
+    :data:`SMALL_BODY`.
 
     Raises:
         CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
     """
-    if redirect:  # the object store serves the bytes, through a short-lived signed URL
-        url = engine.presign(relpath)
-        if url is None:
-            return None
-        return Prepared(Plan(307, {"Location": url, "Cache-Control": "private, max-age=60"}))
     blob = engine.open_blob(relpath, verify)
     if blob is None:
         return None
+    if redirect:
+        blob.close()  # nothing read: a HEAD told the size and date
+        return Prepared(redirect_plan(engine, method, headers.get, blob, download_name))
     try:
         plan = plan_response(method, headers.get, blob, download_name, offload, head_body)
         if plan.end - plan.start > SMALL_BODY:
@@ -106,6 +107,56 @@ def prepare(
         raise
     blob.close()
     return Prepared(plan, body)
+
+
+#: Types a browser runs (script in the bucket's origin): a redirect makes them downloads.
+ACTIVE_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "application/mathml+xml",
+        "text/vtt",
+    }
+)
+
+
+def redirect_plan(
+    engine: Any,
+    method: str,
+    header: Callable[[str], str | None],
+    served: Any,
+    download_name: str | None = None,
+) -> Plan:
+    """The answer when an object store serves the bytes through a presigned URL.
+
+    Preconditions, HEAD and errors are answered here, with the route's
+    headers; a GET that would get bytes gets a 307 to a URL signed with the
+    response headers S3 can set (type, disposition, the immutable cache),
+    an active type (HTML, SVG, XML) always as a download. The redirect may be
+    cached while the URL stays valid. S3 cannot send the CSP and ``nosniff``
+    headers.
+    """
+    plan = plan_response(method, header, served, download_name)
+    if method != "GET" or plan.status not in (200, 206):
+        plan.start = plan.end = 0
+        return plan
+    media_type = plan.headers["Content-Type"]
+    disposition = plan.headers.get("Content-Disposition")
+    if disposition is None and media_type.partition(";")[0].strip() in ACTIVE_TYPES:
+        disposition = content_disposition(served.id + served.extension)
+    url, max_age = engine.presign(served.relpath, media_type, disposition, CACHE_CONTROL)
+    return Plan(
+        307,
+        {
+            "Location": url,
+            "Cache-Control": f"private, max-age={max_age}",
+        },
+    )
 
 
 class FileRange:

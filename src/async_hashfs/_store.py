@@ -369,6 +369,10 @@ class AsyncHashFS(BaseHashFS):
         """Remove ``folder`` and its parents while empty, stopping at the root."""
         await self._run(self._engine.remove_empty, folder)
 
-    async def gc(self, older_than: float = 0.0) -> GCReport:
-        """Remove temp files of dead writers and empty folders."""
+    async def gc(self, older_than: float | None = None) -> GCReport:
+        """Remove temp files of dead writers and empty folders.
+
+        ``older_than`` (seconds) is used as given; ``None`` is the backend's
+        default: 0 on a folder (locks protect live writers), an hour on S3.
+        """
         return await self._run(self._engine.gc, older_than)

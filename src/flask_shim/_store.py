@@ -122,8 +122,12 @@ class SyncHashFS(BaseHashFS):
         """Move misplaced files to their content address; return what moved."""
         return self._engine.repair(extensions)
 
-    def gc(self, older_than: float = 0.0) -> GCReport:
-        """Remove temp files of dead writers and empty folders."""
+    def gc(self, older_than: float | None = None) -> GCReport:
+        """Remove temp files of dead writers and empty folders.
+
+        ``older_than`` (seconds) is used as given; ``None`` is the backend's
+        default: 0 on a folder (locks protect live writers), an hour on S3.
+        """
         return self._engine.gc(older_than)
 
     def __contains__(self, file: object) -> bool:

@@ -1,0 +1,118 @@
+"""The command line on s3:// roots: endpoints, credentials and errors as a user meets them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("obstore")
+pytest.importorskip("botocore")
+
+import obstore
+
+from async_hashfs._cli import cli
+from flask_shim import SyncHashFS
+
+
+@pytest.fixture
+def env(s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """A clean AWS_* environment; nothing from the machine leaks in."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "HASHFS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = s3_server.options()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint"])  # http://, no AWS_ALLOW_HTTP
+    monkeypatch.setenv("AWS_REGION", options["region"])
+    return dict(options)
+
+
+def root() -> str:
+    return f"s3://hashfs-test/cli-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def run(root: str, *args: str, input: bytes | None = None) -> Any:
+    return CliRunner().invoke(cli, ["--root", root, *args], input=input)
+
+
+def with_keys(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", env["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["secret_access_key"])
+
+
+def test_http_endpoint_from_aws_endpoint_url(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_keys(env, monkeypatch)
+    store = root()
+    put = run(store, "put", "-", "--json", input=b"over plain http")
+    assert put.exit_code == 0, put.output
+    assert run(store, "ls").output.strip() == json.loads(put.output)["relpath"]
+
+
+def test_bad_credentials_are_one_line_and_exit_4(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    result = run(root(), "ls")
+    assert result.exit_code == 4, result.output
+    assert result.output.count("\n") == 1 and "credentials" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_credentials_are_one_line_and_exit_4(env: dict[str, Any]) -> None:
+    result = run(root(), "put", "-", input=b"x")
+    assert result.exit_code == 4, result.output
+    assert result.output.count("\n") == 1 and "credentials" in result.output
+
+
+def test_missing_bucket_is_one_line_and_exit_4(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_keys(env, monkeypatch)
+    result = run("s3://no-such-bucket-here/x", "ls")
+    assert result.exit_code == 4, result.output
+    assert result.output.count("\n") == 1 and "bucket" in result.output
+
+
+def test_credentials_from_an_aws_profile(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[hashfs]\n"
+        f"aws_access_key_id = {env['access_key_id']}\n"
+        f"aws_secret_access_key = {env['secret_access_key']}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "hashfs")
+    store = root()
+    data = os.urandom(9 << 20)  # small puts through obstore, large through botocore
+    for body in (b"from a profile", data):
+        put = run(store, "put", "-", "--json", input=body)
+        assert put.exit_code == 0, put.output
+        assert run(store, "get", json.loads(put.output)["id"]).stdout_bytes == body
+
+
+def test_gc_older_than_zero_is_used_as_given(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_keys(env, monkeypatch)
+    store = root()
+    fs = SyncHashFS(store)
+    obstore.put(fs._engine.store, ".hashfs-tmp/left.tmp", b"left")
+    kept = json.loads(run(store, "gc", "--json").output)  # S3's default grace: an hour
+    assert kept["temp_files"] == []
+    removed = json.loads(run(store, "gc", "--older-than", "0", "--json").output)
+    assert removed["temp_files"] == [store + "/.hashfs-tmp/left.tmp"]
+    assert removed["uploads"] == []
+    assert run(store, "gc", "--older-than", "-1").exit_code == 2
