@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Run the demo or the tests from a fresh checkout: ``python3 dev.py demo|test``.
+"""Run the demo, the tests or nox from a fresh checkout: ``python3 dev.py demo|test|nox``.
 
-Creates ``.venv`` with the project and its ``dev`` extra the first time (and
-again when ``pyproject.toml`` changes), then runs the command in it. Only
-the standard library is used here, so a machine with Python is enough.
+``demo`` serves the example Quart app, ``test`` runs pytest on this Python,
+``nox`` runs nox (lint, typecheck and the tests on every Python 3.10-3.13
+found; arguments go to nox, e.g. ``-s tests-3.12``). Creates ``.venv`` with
+the project and its ``dev`` extra the first time (and again when
+``pyproject.toml`` changes), then runs the command in it. Only the standard
+library is used here, so a machine with Python is enough.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main(argv: list[str]) -> int:
     commands = {
         "demo": [str(PYTHON), str(HERE / "examples" / "quart_app.py")],
         "test": [str(PYTHON), "-m", "pytest"],
+        "nox": [str(PYTHON), "-m", "nox", "--noxfile", str(HERE / "noxfile.py")],
     }
     if not argv or argv[0] not in commands:
         print(f"usage: python3 dev.py {{{'|'.join(commands)}}} [args...]", file=sys.stderr)

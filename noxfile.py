@@ -1,36 +1,137 @@
-"""The one entry point for tests, lint, type checks and benchmarks."""
+"""The one entry point for tests, lint, type checks and benchmarks.
+
+``nox`` (or ``python3 dev.py nox``) runs lint, typecheck and the test suite on
+every Python 3.10-3.13 this machine has, on PATH or installed by pyenv, and
+says which it found. A version the machine does not have is named and left
+out; a session asked for by name (``nox -s tests-3.10``) whose interpreter
+cannot be found fails rather than being skipped.
+"""
 
 from __future__ import annotations
 
-import glob
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
-nox.options.reuse_existing_virtualenvs = True
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+HERE = Path(__file__).resolve().parent
 
-# Interpreters that pyenv installed but did not put on PATH count as found.
-_PYENV = os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv"))
-for _version in PYTHONS:
-    for _bin in sorted(glob.glob(os.path.join(_PYENV, "versions", f"{_version}.*", "bin"))):
-        os.environ["PATH"] += os.pathsep + _bin
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.download_python = "never"  # this machine's interpreters, nothing fetched
+
+
+def _interpreter(candidate: str, version: str) -> str | None:
+    """Return the program ``candidate`` runs, if it is Python ``version`` (a shim may not be)."""
+    try:
+        result = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2], sys.executable)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    reported, _, executable = result.stdout.strip().partition(" ")
+    return executable if result.returncode == 0 and reported == version else None
+
+
+def find_python(version: str) -> str | None:
+    """Return a working interpreter for ``version``: ``pythonX.Y`` on PATH, else pyenv's newest."""
+    pyenv = Path(os.environ.get("PYENV_ROOT") or "~/.pyenv").expanduser() / "versions"
+    installed = [
+        path
+        for path in pyenv.glob(f"{version}.*/bin/python{version}")
+        if re.fullmatch(rf"{re.escape(version)}\.\d+", path.parent.parent.name)
+    ]
+    installed.sort(key=lambda path: int(path.parent.parent.name.rsplit(".", 1)[1]), reverse=True)
+    for candidate in [shutil.which(f"python{version}"), *map(str, installed)]:
+        if candidate and (executable := _interpreter(candidate, version)):
+            return executable
+    return None
+
+
+def expose(found: dict[str, str]) -> None:
+    """Put ``pythonX.Y`` links to the interpreters found first on PATH, for nox to find."""
+    links = HERE / ".nox" / "pythons"
+    links.mkdir(parents=True, exist_ok=True)
+    for stale in links.iterdir():
+        stale.unlink()
+    for version, executable in found.items():
+        (links / f"python{version}").symlink_to(executable)
+    os.environ["PATH"] = os.pathsep.join([str(links), os.environ.get("PATH", "")])
+
+
+FOUND = {version: path for version in PYTHONS if (path := find_python(version))}
+MISSING = [version for version in PYTHONS if version not in FOUND]
+expose(FOUND)
+print(
+    "nox > Pythons found: "
+    + (", ".join(f"{v} ({p})" for v, p in FOUND.items()) or "none")
+    + (f"; not on this machine: {', '.join(MISSING)}" if MISSING else ""),
+    file=sys.stderr,
+    flush=True,
+)
+nox.options.sessions = ["lint", "typecheck", *(f"tests-{version}" for version in FOUND)]
+
+
+def _live_processes_under(prefix: str) -> dict[int, str]:
+    """Return the live processes (not zombies) whose program lies under ``prefix``."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        command = " ".join(arg.decode(errors="replace") for arg in argv if arg)
+        if state != "Z" and argv[0].decode(errors="replace").startswith(prefix):
+            found[int(entry.name)] = command
+    return found
+
+
+def fail_on_leftover_processes(session: nox.Session) -> None:
+    """Fail the session if a test left a process of this virtualenv running, and stop it."""
+    if not os.path.isdir("/proc"):
+        return
+    prefix = str(Path(session.virtualenv.location).resolve()) + os.sep
+    deadline = time.monotonic() + 10
+    while (left := _live_processes_under(prefix)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        listing = "; ".join(f"{pid}: {command}" for pid, command in left.items())
+        session.error(f"tests left processes running (now killed): {listing}")
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite on every Python found (asyncio and trio)."""
+    """Run the test suite on one Python (asyncio and trio), then check no process is left."""
     session.install("-e", ".[dev]")
-    session.run("pytest", *session.posargs)
+    try:
+        session.run("pytest", *session.posargs)
+    finally:
+        fail_on_leftover_processes(session)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py", "dev.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
+    files = ["src", "tests", "benchmarks", "examples", "noxfile.py", "dev.py"]
+    session.run("ruff", "check", *files)
+    session.run("ruff", "format", "--check", *files)
 
 
 @nox.session

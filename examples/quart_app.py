@@ -147,4 +147,8 @@ def create_app(root: str | None = None) -> Quart:
 
 
 if __name__ == "__main__":
-    create_app().run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))
+    # One process on every Quart: 0.23's reloader would run the app in a child
+    # process that outlives a SIGTERM sent to this one.
+    create_app().run(
+        host="127.0.0.1", port=int(os.environ.get("PORT", "5000")), use_reloader=False
+    )

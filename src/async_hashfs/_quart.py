@@ -239,10 +239,13 @@ class _BoundedConnection(ASGIHTTPConnection):
                 if not message.get("more_body", False):
                     body.set_complete()
             elif message["type"] == "http.disconnect":
-                body.disconnect()
                 if request_task:
+                    body.disconnect()
                     self._disconnected = True
                     request_task[0].cancel()
+                # Quart < 0.23 cancels the view once this returns. Failing its body
+                # reads here first would race that cancel: on Python 3.10 anyio cannot
+                # tell it from its own, and the store's task group swallows it.
                 return
 
 
