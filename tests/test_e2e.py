@@ -285,10 +285,10 @@ def route_limit(request: Any) -> None:
 
 
 async def wait_until_paused(body: Any) -> None:
-    """Return once the body buffer is full and the server had time to fill its own queue."""
-    assert isinstance(body, BoundedBody) and body._high_water is not None
+    """Return once the body stopped asking for bytes and the server had time to fill its queue."""
+    assert isinstance(body, BoundedBody)
     for _ in range(500):
-        if body.buffered >= body._high_water:
+        if body.paused:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.3)

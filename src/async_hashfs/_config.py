@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_SERVE": False,
     "HASHFS_THREADS": None,
     "HASHFS_BODY_BUFFER": 1 << 20,
+    "HASHFS_UPLOAD_MEMORY": 32 << 20,
     "HASHFS_VERIFY_ON_READ": False,
     "HASHFS_S3_ENDPOINT": None,
     "HASHFS_S3_REGION": None,
@@ -73,6 +74,7 @@ class Settings:
     serve: bool
     threads: int | None
     body_buffer: int
+    upload_memory: int
     sendfile: str | None
     accel_prefix: str
     verify_on_read: bool
@@ -109,6 +111,11 @@ class Settings:
         buffer = config["HASHFS_BODY_BUFFER"]
         if not isinstance(buffer, int) or buffer < 1:
             raise ValueError(f'"HASHFS_BODY_BUFFER" must be a positive byte count, not {buffer!r}')
+        memory = config["HASHFS_UPLOAD_MEMORY"]
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+            raise ValueError(
+                f'"HASHFS_UPLOAD_MEMORY" must be a positive byte count, not {memory!r}'
+            )
         serve = bool(config["HASHFS_SERVE"])
         if serve and prefix.strip("/") == "":
             raise ValueError(
@@ -150,6 +157,7 @@ class Settings:
             serve=serve,
             threads=config["HASHFS_THREADS"],
             body_buffer=buffer,
+            upload_memory=memory,
         )
 
     def store_options(self) -> dict[str, Any]:
