@@ -104,7 +104,8 @@ class BoundedBody:
                 if self._budget is None:
                     return
                 if ticket is None:
-                    self._ticket = ticket = self._budget.enqueue(self._estimate, self._gate.set)
+                    size = min(self._estimate, self._budget.limit)
+                    self._ticket = ticket = self._budget.enqueue(size, self._gate.set)
                 if ticket.granted:
                     loop = asyncio.get_running_loop()
                     self._reserved_at = loop.time()
