@@ -180,7 +180,7 @@ async def _charged_chunks(src: object, budget: UploadBudget) -> AsyncGenerator[l
 async def pump(
     src: object,
     consume: Callable[[list[Any]], object],
-    run: Callable[[Callable[[list[Any]], object], list[Any]], Awaitable[object]],
+    run: Callable[[Callable[[], None]], Awaitable[object]],
     budget: UploadBudget,
     limit: int | None = None,
 ) -> None:
@@ -188,23 +188,36 @@ async def pump(
 
     Each chunk is charged to ``budget`` before it is taken from the source and
     queued at once; a writer task hands everything queued so far to
-    ``consume`` in one ``run(consume, chunks)`` thread hop, then releases those
-    bytes. So the source is read while the previous chunks are written, and it
-    stops being read only while the budget is used up. ``limit`` bounds the
-    total size, checked as bytes arrive.
+    ``consume`` in one ``run(func)`` thread hop, then releases those bytes.
+    So the source is read while the previous chunks are written, and it stops
+    being read only while the budget is used up. ``limit`` bounds the total
+    size, checked as bytes arrive.
 
     Raises:
         FileTooLarge: past ``limit``.
         Exception: what the source or ``consume`` raised; the first failure wins.
     """
-    queue: list[Any] = []
-    queued = 0
+    # Appended on the loop, emptied by the worker thread of each hop (deque
+    # appends and pops are atomic), so a hop takes all that came in while it
+    # waited for a thread, not only what was there when it was asked for.
+    queue: deque[tuple[Any, int]] = deque()
+    unwritten = 0  # charged bytes queued or in a hop
+    in_hop = 0
     finished = False
     wake = anyio.Event()
     failures: list[Exception] = []
 
+    def write_queued_now() -> None:
+        nonlocal in_hop
+        chunks = []
+        while queue:
+            chunk, size = queue.popleft()
+            chunks.append(chunk)
+            in_hop += size
+        consume(chunks)
+
     async def write_queued() -> None:
-        nonlocal queue, queued, wake
+        nonlocal wake, unwritten, in_hop
         while True:
             if not queue:
                 if finished:
@@ -212,16 +225,16 @@ async def pump(
                 await wake.wait()
                 wake = anyio.Event()
                 continue
-            chunks, size = queue, queued
-            queue, queued = [], 0
             try:
-                await run(consume, chunks)
+                await run(write_queued_now)
             except Exception as exc:
                 failures.append(exc)
                 group.cancel_scope.cancel()
                 return
             finally:
-                budget.release(size)
+                budget.release(in_hop)
+                unwritten -= in_hop
+                in_hop = 0
 
     try:
         async with anyio.create_task_group() as group:
@@ -230,11 +243,12 @@ async def pump(
                 received = 0
                 async with aclosing(_charged_chunks(src, budget)) as batches:
                     async for chunks in batches:
-                        size = sum(memoryview(chunk).nbytes for chunk in chunks)
-                        queue.extend(chunks)
-                        queued += size
+                        for chunk in chunks:
+                            size = memoryview(chunk).nbytes
+                            queue.append((chunk, size))
+                            unwritten += size
+                            received += size
                         wake.set()
-                        received += size
                         if limit is not None and received > limit:
                             raise FileTooLarge(limit)
             except Exception as exc:
@@ -243,7 +257,7 @@ async def pump(
             finished = True
             wake.set()
     finally:
-        budget.release(queued)  # taken from the source, never written
-        queued = 0
+        budget.release(unwritten)  # taken from the source, never written
+        unwritten = 0
     if failures:
         raise failures[0]
