@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="the store's root folder")
     parser.add_argument("--fsync", action="store_true", help="HASHFS_FSYNC=True")
     parser.add_argument("--body-buffer", type=int, default=1 << 20, help="HASHFS_BODY_BUFFER")
-    parser.add_argument(
-        "--upload-memory", type=int, default=32 << 20, help="HASHFS_UPLOAD_MEMORY"
-    )
+    parser.add_argument("--upload-memory", type=int, default=32 << 20, help="HASHFS_UPLOAD_MEMORY")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 

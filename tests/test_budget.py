@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from async_hashfs import AsyncHashFS, FileTooLarge
-from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, UploadBudget
+from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget
 
 from .conftest import stored_files, temp_files
 
@@ -185,4 +185,12 @@ async def test_a_mutable_chunk_is_copied_before_it_waits(root: Path) -> None:
     address = await fs.put(refilled())
     assert address.id == expected.hexdigest()
     assert await anyio.to_thread.run_sync(os.path.getsize, address.abspath) == 50 * len(buffer)
+    assert fs.budget.used == 0
+
+
+async def test_one_put_holds_at_most_its_share(root: Path) -> None:
+    fs = await new_store(root, upload_memory=64 << 20)
+    chunks = blocks(9, 96, 256 * KIB)  # 24 MiB from a source faster than the disk
+    assert (await fs.put(slowly(chunks, 0))).id == digest(chunks)
+    assert 0 < fs.budget.peak <= PER_PUT + 256 * KIB
     assert fs.budget.used == 0

@@ -39,10 +39,13 @@ import anyio
 from ._exceptions import FileTooLarge
 from ._sources import async_reader
 
-__all__ = ["DEFAULT_UPLOAD_MEMORY", "ChargedSource", "Ticket", "UploadBudget", "pump"]
+__all__ = ["DEFAULT_UPLOAD_MEMORY", "PER_PUT", "ChargedSource", "Ticket", "UploadBudget", "pump"]
 
 #: The default budget: enough for a few uploads to keep the disk busy.
 DEFAULT_UPLOAD_MEMORY = 32 << 20
+#: What one put may hold unwritten before it waits for its own writer: a fast
+#: client must not take the whole budget from the others while the disk lags.
+PER_PUT = 4 << 20
 
 
 class Ticket:
@@ -190,8 +193,9 @@ async def pump(
     queued at once; a writer task hands everything queued so far to
     ``consume`` in one ``run(func)`` thread hop, then releases those bytes.
     So the source is read while the previous chunks are written, and it stops
-    being read only while the budget is used up. ``limit`` bounds the total
-    size, checked as bytes arrive.
+    being read while the budget is used up, or while this put alone holds
+    :data:`PER_PUT` bytes unwritten. ``limit`` bounds the total size, checked
+    as bytes arrive.
 
     Raises:
         FileTooLarge: past ``limit``.
@@ -205,6 +209,7 @@ async def pump(
     in_hop = 0
     finished = False
     wake = anyio.Event()
+    written = anyio.Event()
     failures: list[Exception] = []
 
     def write_queued_now() -> None:
@@ -217,7 +222,7 @@ async def pump(
         consume(chunks)
 
     async def write_queued() -> None:
-        nonlocal wake, unwritten, in_hop
+        nonlocal wake, written, unwritten, in_hop
         while True:
             if not queue:
                 if finished:
@@ -235,6 +240,8 @@ async def pump(
                 budget.release(in_hop)
                 unwritten -= in_hop
                 in_hop = 0
+                written.set()
+                written = anyio.Event()
 
     try:
         async with anyio.create_task_group() as group:
@@ -251,6 +258,8 @@ async def pump(
                         wake.set()
                         if limit is not None and received > limit:
                             raise FileTooLarge(limit)
+                        while unwritten >= PER_PUT:  # this put's own writer frees it
+                            await written.wait()
             except Exception as exc:
                 failures.append(exc)
                 group.cancel_scope.cancel()
