@@ -46,6 +46,8 @@ DEFAULT_UPLOAD_MEMORY = 32 << 20
 #: What one put may hold unwritten before it waits for its own writer: a fast
 #: client must not take the whole budget from the others while the disk lags.
 PER_PUT = 4 << 20
+#: Bytes after which a writer hop returns to release them, if more keep coming.
+HOP = 1 << 20
 
 
 class Ticket:
@@ -213,13 +215,16 @@ async def pump(
     failures: list[Exception] = []
 
     def write_queued_now() -> None:
+        # Chunks queued while this thread writes ride along too, up to HOP
+        # bytes, so that a put as fast as the disk is not one hop per message.
         nonlocal in_hop
-        chunks = []
-        while queue:
-            chunk, size = queue.popleft()
-            chunks.append(chunk)
-            in_hop += size
-        consume(chunks)
+        while queue and in_hop < HOP:
+            chunks = []
+            while queue:
+                chunk, size = queue.popleft()
+                chunks.append(chunk)
+                in_hop += size
+            consume(chunks)
 
     async def write_queued() -> None:
         nonlocal wake, written, unwritten, in_hop
