@@ -39,13 +39,20 @@ from quart import Quart, request
 HOST = "127.0.0.1"
 
 
-def create_app(root: str, *, fsync: bool = False, body_buffer: int = 1 << 20) -> Quart:
+def create_app(
+    root: str,
+    *,
+    fsync: bool = False,
+    body_buffer: int = 1 << 20,
+    upload_memory: int = 32 << 20,
+) -> Quart:
     """Return the benchmark app, storing under ``root``; request bodies have no size limit."""
     app = Quart(__name__)
     app.config.update(
         HASHFS_ROOT_FOLDER=root,
         HASHFS_FSYNC=fsync,
         HASHFS_BODY_BUFFER=body_buffer,
+        HASHFS_UPLOAD_MEMORY=upload_memory,
         MAX_CONTENT_LENGTH=None,
     )
     fs = QuartHashFS(app)
@@ -103,14 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True, help="the store's root folder")
     parser.add_argument("--fsync", action="store_true", help="HASHFS_FSYNC=True")
     parser.add_argument("--body-buffer", type=int, default=1 << 20, help="HASHFS_BODY_BUFFER")
+    parser.add_argument("--upload-memory", type=int, default=32 << 20, help="HASHFS_UPLOAD_MEMORY")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    app = create_app(args.root, fsync=args.fsync, body_buffer=args.body_buffer)
+    app = create_app(
+        args.root,
+        fsync=args.fsync,
+        body_buffer=args.body_buffer,
+        upload_memory=args.upload_memory,
+    )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((HOST, 0))
-    listener.listen(128)  # clients wait in the backlog until Hypercorn accepts
+    listener.listen(512)  # clients wait in the backlog until Hypercorn accepts
     print(f"PORT {listener.getsockname()[1]}", flush=True)
     asyncio.run(run(app, listener))
     return 0

@@ -55,6 +55,8 @@ BAD = [
     ("HASHFS_MAX_SIZE", 1e6, "a byte count (an int) or None"),
     ("HASHFS_BODY_BUFFER", 0, "a positive byte count"),
     ("HASHFS_BODY_BUFFER", True, "a positive byte count"),
+    ("HASHFS_UPLOAD_MEMORY", 0, "a positive byte count"),
+    ("HASHFS_UPLOAD_MEMORY", "32M", "a positive byte count"),
     ("HASHFS_HOST", 8080, "None or the URL files are served from"),
     ("HASHFS_HOST", b"https://cdn.example", "None or the URL files are served from"),
     ("HASHFS_PATH_PREFIX", 5, 'a string starting with "/"'),

@@ -285,10 +285,10 @@ def route_limit(request: Any) -> None:
 
 
 async def wait_until_paused(body: Any) -> None:
-    """Return once the body buffer is full and the server had time to fill its own queue."""
-    assert isinstance(body, BoundedBody) and body._high_water is not None
+    """Return once the body stopped asking for bytes and the server had time to fill its queue."""
+    assert isinstance(body, BoundedBody)
     for _ in range(500):
-        if body.buffered >= body._high_water:
+        if body.paused:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.3)
@@ -624,6 +624,55 @@ def test_quart_slow_view_keeps_the_body_buffer_bounded(
     assert seen.max_chunk <= buffer + MIB
     # Body buffer, Hypercorn's queue (10 x 64 KiB), stream and kernel buffers: a few MiB.
     assert seen.max_lead <= buffer + 8 * MIB, seen.max_lead
+
+
+def test_quart_crowd_of_uploads_stays_within_the_upload_budget(
+    root: Path, serve_quart: Callable[..., str]
+) -> None:
+    budget_size = MIB
+    app, _ = quart_app(root, HASHFS_UPLOAD_MEMORY=budget_size, MAX_CONTENT_LENGTH=None)
+    budget = app.extensions["hashfs"].store.budget
+    released = threading.Event()
+
+    @app.post("/stall")
+    async def stall() -> Any:
+        """Never read the body: it must hold none of the budget meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(None, released.wait, 30)
+        return "late", 503
+
+    url = serve_quart(app)
+    payloads = [Payload(4 * MIB, seed=100 + i) for i in range(24)]
+    results: list[Any] = [None] * len(payloads)
+    stalled: list[Any] = []
+
+    def upload(i: int) -> None:
+        with http_client() as client:
+            results[i] = client.post(f"{url}/raw", content=payloads[i].chunks())
+
+    def stall_upload() -> None:
+        with http_client() as client:
+            try:
+                stalled.append(client.post(f"{url}/stall", content=Payload(4 * MIB, 9).chunks()))
+            except httpx.HTTPError as exc:  # the server may cut the unread body off
+                stalled.append(exc)
+
+    stallers = [threading.Thread(target=stall_upload) for _ in range(4)]
+    uploaders = [threading.Thread(target=upload, args=(i,)) for i in range(len(payloads))]
+    for thread in stallers + uploaders:
+        thread.start()
+    for thread in uploaders:
+        thread.join(120)
+    released.set()
+    for thread in stallers:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in stallers + uploaders)
+    for payload, response in zip(payloads, results, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == payload.digest
+    assert len(stalled) == 4
+    assert 0 < budget.peak <= budget_size
+    assert wait_until(lambda: budget.used == 0)
+    assert temp_files(root) == []
 
 
 # -- Flask through Werkzeug ---------------------------------------------------------

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_SERVE": False,
     "HASHFS_THREADS": None,
     "HASHFS_BODY_BUFFER": 1 << 20,
+    "HASHFS_UPLOAD_MEMORY": 32 << 20,
     "HASHFS_VERIFY_ON_READ": False,
     "HASHFS_S3_ENDPOINT": None,
     "HASHFS_S3_REGION": None,
@@ -174,6 +175,7 @@ class Settings:
     serve: bool
     threads: int | CapacityLimiter | None
     body_buffer: int
+    upload_memory: int
     sendfile: str | None
     accel_prefix: str
     verify_on_read: bool
@@ -228,6 +230,7 @@ class Settings:
                 "a number of worker threads, 1 or more, an anyio.CapacityLimiter, or None",
             )
         buffer = _integer(config, "HASHFS_BODY_BUFFER", 1, "a positive byte count (an int)")
+        memory = _integer(config, "HASHFS_UPLOAD_MEMORY", 1, "a positive byte count (an int)")
         serve = _flag(config, "HASHFS_SERVE")
         if serve and prefix.strip("/") == "":
             raise ValueError(
@@ -274,6 +277,7 @@ class Settings:
             serve=serve,
             threads=threads,
             body_buffer=buffer,
+            upload_memory=memory,
         )
 
     def store_options(self) -> dict[str, Any]:

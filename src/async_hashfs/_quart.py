@@ -6,183 +6,37 @@ rules shared with the Flask extension live in ``_config`` and ``_web``.
 Quart reads the request body eagerly: a background task appends every ASGI
 message to one buffer, however slowly the view consumes it, and its
 ``MAX_CONTENT_LENGTH`` check only looks at that buffer. ``init_app`` fixes
-both for the app: the body stops calling ``receive()`` once
-``HASHFS_BODY_BUFFER`` bytes wait (so the server stops reading the socket
-and TCP pushes back on the client), and the limit counts every byte.
+both for the app with :class:`~async_hashfs._body.BoundedBody`: the body
+calls ``receive()`` only while the view waits for bytes, it holds at most
+``HASHFS_BODY_BUFFER`` bytes, and all the app's uploads together hold at
+most ``HASHFS_UPLOAD_MEMORY`` (so the server stops reading the socket and
+TCP pushes back on the clients); the limit counts every byte.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import aclosing
+from collections.abc import AsyncIterator
 from typing import Any, Literal, overload
 
 import anyio
 from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
-from werkzeug.exceptions import ClientDisconnected
 
 from ._address import HashAddress
+from ._body import BoundedBody
 from ._config import DEFAULTS, EXTENSION, AppState, ExtensionBase, register
 from ._engine import GCReport
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
-from ._sources import async_reader
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
-from ._web import BodyTooLarge, MultipartParser, Uploads, UploadSink, web_errors
+from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
 
 logger = logging.getLogger("async_hashfs")
 #: A key only Quart's test client puts in the ASGI scope.
 _TEST_CLIENT_SCOPE = "_quart._preserve_context"
-
-
-class BoundedBody:
-    """A request body that holds at most ``high_water`` bytes until read.
-
-    It replaces Quart's ``Body`` (same methods, for Quart 0.22 and 0.23),
-    which buffers without bound. ``max_content_length`` is looked up when
-    the body is read, so a view may raise ``request.max_content_length`` for
-    its own route before reading. Awaiting the whole body (``get_data``,
-    ``form``) buffers it as Quart does, up to that limit.
-    """
-
-    def __init__(
-        self,
-        expected_content_length: int | None,
-        max_content_length: Callable[[], int | None],
-        high_water: int,
-    ) -> None:
-        self._expected = expected_content_length
-        self._limit = max_content_length
-        self._high_water: int | None = high_water
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._received = 0
-        self._consumed = 0
-        self._complete = False
-        self._disconnected = False
-        self._must_raise: Exception | None = None
-        self._data: bytes | None = None
-        self._changed = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-
-    # -- fed by the connection ---------------------------------------------
-
-    def append(self, data: bytes) -> None:
-        """Take one ASGI message's bytes."""
-        if not data or self._must_raise is not None:
-            return
-        self._received += len(data)
-        if self._high_water is None:
-            limit = self._limit()
-            if limit is not None and self._received > limit:
-                self._must_raise = BodyTooLarge(limit)
-                self._chunks.clear()
-                self.set_complete()
-                return
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self._changed.set()
-        if self._high_water is not None and self._buffered >= self._high_water:
-            self._space.clear()
-
-    async def put(self, data: bytes) -> None:
-        """Take one message's bytes once there is room (Quart 0.23's interface)."""
-        await self.wait_for_space()
-        self.append(data)
-
-    async def wait_for_space(self) -> None:
-        """Return once the buffer has room for another message."""
-        await self._space.wait()
-
-    def set_complete(self) -> None:
-        self._complete = True
-        self._changed.set()
-        self._space.set()
-
-    def set_result(self, data: bytes) -> None:
-        self.append(data)
-        self.set_complete()
-
-    def disconnect(self) -> None:
-        self._disconnected = True
-        self._changed.set()
-        self._space.set()
-
-    def clear(self) -> None:
-        self._chunks.clear()
-        self._buffered = 0
-        self._data = b""
-
-    def discard(self) -> None:
-        """Drop what is buffered and take the rest of the body without keeping it."""
-        if self._must_raise is None:
-            self._must_raise = BodyTooLarge(0, "discarded request body")
-        self._chunks.clear()
-        self._buffered = 0
-        self._high_water = None
-        self._space.set()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not yet read."""
-        return self._buffered
-
-    # -- read by the view ------------------------------------------------------
-
-    def _check(self, size: int) -> None:
-        limit = self._limit()
-        if limit is not None and max(size, self._expected or 0) > limit:
-            raise BodyTooLarge(limit)
-
-    def __aiter__(self) -> BoundedBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self._check(self._consumed)
-        while not self._chunks:
-            if self._must_raise is not None:
-                raise self._must_raise
-            if self._complete:
-                raise StopAsyncIteration
-            if self._disconnected:
-                raise ClientDisconnected()
-            self._changed.clear()
-            await self._changed.wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        self._space.set()
-        self._consumed += len(data)
-        self._check(self._consumed)
-        return data
-
-    def __await__(self) -> Generator[Any, None, bytes]:
-        return self._whole().__await__()
-
-    async def _whole(self) -> bytes:
-        self._check(self._received)
-        if self._data is not None:
-            return self._data
-        self._high_water = None  # the whole body is wanted: stop pausing
-        self._space.set()
-        while not (self._complete or self._disconnected or self._must_raise):
-            self._changed.clear()
-            await self._changed.wait()
-        if self._must_raise is not None:
-            raise self._must_raise
-        if not self._complete:
-            raise ClientDisconnected()
-        self._data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._check(len(self._data))
-        return self._data
 
 
 class _BoundedConnection(ASGIHTTPConnection):
@@ -202,13 +56,22 @@ class _BoundedConnection(ASGIHTTPConnection):
             return config["MAX_CONTENT_LENGTH"] if value is None else value
 
         state = self.app.extensions.get(EXTENSION)
-        buffer = (
-            state.settings.body_buffer
-            if isinstance(state, AppState)
-            else DEFAULTS["HASHFS_BODY_BUFFER"]
-        )
-        req.body = BoundedBody(req.content_length, limit, buffer)  # type: ignore[assignment]
+        if isinstance(state, AppState):
+            body = BoundedBody(
+                req.content_length, limit, state.settings.body_buffer, state.store.budget
+            )
+        else:  # another extension took the key: bounded, without a shared budget
+            body = BoundedBody(req.content_length, limit, DEFAULTS["HASHFS_BODY_BUFFER"])
+        req.body = self._bounded_body = body  # type: ignore[assignment]
         return req
+
+    async def __call__(self, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(receive, send)
+        finally:
+            body: BoundedBody | None = getattr(self, "_bounded_body", None)
+            if body is not None:
+                body.close()  # whatever the request still holds of the upload budget
 
     async def handle_request(self, request: Any, send: Any) -> None:
         body = request.body
@@ -281,7 +144,12 @@ class QuartHashFS(ExtensionBase):
         """
         register(
             app,
-            lambda s: AsyncHashFS(s.root_folder, **s.store_options(), limiter=s.threads),
+            lambda s: AsyncHashFS(
+                s.root_folder,
+                **s.store_options(),
+                limiter=s.threads,
+                upload_memory=s.upload_memory,
+            ),
             _serve_file,
         )
         base = app.asgi_http_class
@@ -418,8 +286,7 @@ class QuartHashFS(ExtensionBase):
         sink = UploadSink(store._engine, parser)
         with web_errors():
             try:
-                async with aclosing(async_reader(request.body)) as chunks:
-                    await store._pump(chunks, sink.feed)
+                await store._pump(request.body, sink.feed)
                 return await store._run(sink.close)
             except BaseException:
                 with anyio.CancelScope(shield=True):

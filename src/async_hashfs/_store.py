@@ -2,17 +2,17 @@
 
 Every blocking step runs in a worker thread under the store's
 :class:`anyio.CapacityLimiter`; one operation is one thread hop. A put from
-an async source pipelines chunks to the writer: while one batch is being
-hashed and written in a worker thread, the loop collects the next one, and
-it stops reading the source while a full batch waits, so memory stays bounded
-(one batch being written, one queued, one being collected: about 3 MiB).
+an async source pipelines chunks to the writer: while a worker thread hashes
+and writes what was queued, the loop reads on; every byte read and not yet
+written is charged to the store's :class:`~async_hashfs._budget.UploadBudget`,
+shared by all its puts, and reading stops while it is used up, so memory
+stays bounded however many puts run at once.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import anyio
@@ -23,18 +23,16 @@ from anyio import from_thread
 
 from ._address import HashAddress
 from ._base import BaseHashFS
+from ._budget import DEFAULT_UPLOAD_MEMORY, ChargedSource, UploadBudget, pump
 from ._engine import GCReport, check_read_mode
-from ._exceptions import FileTooLarge
 from ._layout import normalize_extension
-from ._sources import async_reader, blocking_chunks, is_async_source
+from ._sources import blocking_chunks, is_async_source
 
 __all__ = ["AsyncBinaryFile", "AsyncFileOpener", "AsyncHashFS", "AsyncTextFile"]
 
 T = TypeVar("T")
 F = TypeVar("F", "AsyncBinaryFile", "AsyncTextFile")
 
-#: Bytes of an async source handed to the writer thread at a time: one hop each.
-BATCH = 1 << 20
 _BATCH_ITEMS = 256
 
 
@@ -137,7 +135,12 @@ class AsyncHashFS(BaseHashFS):
     Takes :class:`~flask_shim.SyncHashFS`'s arguments, plus ``limiter``: an
     :class:`anyio.CapacityLimiter`, or a number of worker threads, that
     bounds how many blocking steps run at once (default: a limiter of the
-    store's own with ``min(32, cpu count + 4)`` threads).
+    store's own with ``min(32, cpu count + 4)`` threads); and
+    ``upload_memory``: the bytes that all streamed puts together may hold
+    while they wait to be written (default 32 MiB; ``fs.budget`` counts them).
+
+    Raises:
+        ValueError: ``upload_memory`` is not a positive byte count.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class AsyncHashFS(BaseHashFS):
         fsync: bool = False,
         s3_options: Mapping[str, Any] | None = None,
         limiter: anyio.CapacityLimiter | int | None = None,
+        upload_memory: int = DEFAULT_UPLOAD_MEMORY,
     ) -> None:
         super().__init__(
             root,
@@ -170,6 +174,8 @@ class AsyncHashFS(BaseHashFS):
         if isinstance(limiter, int):
             limiter = anyio.CapacityLimiter(limiter)
         self.limiter: anyio.CapacityLimiter = limiter
+        #: What the store's streamed puts hold in memory, all together.
+        self.budget = UploadBudget(upload_memory)
 
     async def _run(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         return await anyio.to_thread.run_sync(
@@ -203,19 +209,18 @@ class AsyncHashFS(BaseHashFS):
                 temp file is left.
         """
         ext = normalize_extension(extension)
-        if is_async_source(src):
-            async with aclosing(async_reader(src)) as chunks:
-                return await self._put_stream(chunks, ext)
+        if isinstance(src, ChargedSource) or is_async_source(src):
+            return await self._put_stream(src, ext)
         return await self._run(self._put_blocking, src, ext)
 
     def _put_blocking(self, src: object, extension: str) -> HashAddress:
         with blocking_chunks(src) as chunks:
             return self._engine.put(chunks, extension, checkpoint=from_thread.check_cancelled)
 
-    async def _put_stream(self, chunks: AsyncIterable[Any], extension: str) -> HashAddress:
+    async def _put_stream(self, src: object, extension: str) -> HashAddress:
         writer = await self._run(self._engine.writer)
         try:
-            await self._pump(chunks, writer.writelines, self._engine.max_size)
+            await self._pump(src, writer.writelines, self._engine.max_size)
             return await self._run(writer.commit, extension)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -224,56 +229,17 @@ class AsyncHashFS(BaseHashFS):
 
     async def _pump(
         self,
-        chunks: AsyncIterable[Any],
+        src: object,
         consume: Callable[[list[Any]], object],
         limit: int | None = None,
     ) -> None:
-        """Hand ``chunks`` to ``consume`` in a worker thread, in batches.
+        """Hand the bytes of the async source ``src`` to ``consume`` in worker threads.
 
-        While one batch is consumed, the next is collected and one more may
-        wait, so the worker never idles for a loop round-trip; reading the
-        source pauses beyond that. ``limit`` bounds the total size
-        (:class:`FileTooLarge`, checked as bytes arrive).
+        Within the store's upload budget: see :func:`async_hashfs._budget.pump`.
+        ``limit`` bounds the total size (:class:`FileTooLarge`, checked as
+        bytes arrive).
         """
-        send, receive = anyio.create_memory_object_stream[list[Any]](1)
-        failures: list[Exception] = []
-
-        async def consume_batches() -> None:
-            async with receive:
-                async for batch in receive:
-                    try:
-                        await self._run(consume, batch)
-                    except Exception as exc:
-                        failures.append(exc)
-                        tg.cancel_scope.cancel()
-                        return
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(consume_batches)
-            try:
-                async with send:
-                    received = 0
-                    batch: list[Any] = []
-                    batch_size = 0
-                    async for chunk in chunks:
-                        size = memoryview(chunk).nbytes
-                        received += size
-                        if limit is not None and received > limit:
-                            raise FileTooLarge(limit)
-                        if not size:
-                            continue
-                        batch.append(chunk)
-                        batch_size += size
-                        if batch_size >= BATCH:
-                            await send.send(batch)
-                            batch, batch_size = [], 0
-                    if batch:
-                        await send.send(batch)
-            except Exception as exc:
-                failures.append(exc)
-                tg.cancel_scope.cancel()
-        if failures:
-            raise failures[0]
+        await pump(src, consume, self._run, self.budget, limit)
 
     # -- reading ---------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""The upload memory budget, and the store's streamed puts within it (asyncio and trio)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from async_hashfs import AsyncHashFS, FileTooLarge
+from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget
+
+from .conftest import stored_files, temp_files
+
+pytestmark = pytest.mark.anyio
+
+KIB = 1 << 10
+
+
+# -- the budget ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "1", None])
+def test_budget_must_be_a_positive_byte_count(limit: Any) -> None:
+    with pytest.raises(ValueError, match="positive byte count"):
+        UploadBudget(limit)
+
+
+@pytest.mark.parametrize("limit", [0, -5, False, 2.0])
+def test_store_rejects_a_bad_upload_memory(root: Path, limit: Any) -> None:
+    with pytest.raises(ValueError, match="upload_memory"):
+        AsyncHashFS(root, upload_memory=limit)
+
+
+def test_store_has_a_budget_of_32_mib_by_default(root: Path) -> None:
+    assert DEFAULT_UPLOAD_MEMORY == 32 << 20
+    assert AsyncHashFS(root).budget.limit == 32 << 20
+    assert AsyncHashFS(root, upload_memory=1234).budget.limit == 1234
+
+
+def test_budget_grants_in_order_and_admits_anything_when_empty() -> None:
+    budget = UploadBudget(100)
+    granted: list[str] = []
+    assert budget.try_acquire(60)
+    big = budget.enqueue(500, lambda: granted.append("big"))
+    small = budget.enqueue(10, lambda: granted.append("small"))
+    assert not big.granted and not small.granted
+    assert not budget.try_acquire(10)  # no overtaking the queue
+    budget.release(60)
+    # Larger than the whole budget: admitted alone, once nothing is charged.
+    assert granted == ["big"] and budget.used == 500
+    budget.withdraw(big)
+    assert granted == ["big", "small"] and budget.used == 10
+    budget.withdraw(small)
+    assert budget.used == 0 and budget.peak == 500 and budget.waiting == 0
+
+
+def test_withdrawing_the_head_lets_the_next_in() -> None:
+    budget = UploadBudget(100)
+    assert budget.try_acquire(50)
+    head = budget.enqueue(80, lambda: None)
+    after = budget.enqueue(40, lambda: None)
+    assert not after.granted
+    budget.withdraw(head)
+    assert after.granted and budget.used == 90
+
+
+async def test_acquire_waits_and_a_cancelled_waiter_takes_nothing() -> None:
+    budget = UploadBudget(100)
+    await budget.acquire(100)
+    with anyio.move_on_after(0.05):
+        await budget.acquire(1)
+    assert budget.waiting == 0 and budget.used == 100
+    done = anyio.Event()
+
+    async def wait() -> None:
+        await budget.acquire(30)
+        done.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert budget.waiting == 1
+        budget.release(100)
+        with anyio.fail_after(5):
+            await done.wait()
+    assert budget.used == 30
+
+
+# -- streamed puts -------------------------------------------------------------------
+
+
+async def new_store(root: Path, **options: Any) -> AsyncHashFS:
+    """Build the store off the loop: the constructor resolves the root on disk."""
+    return await anyio.to_thread.run_sync(lambda: AsyncHashFS(root, **options))
+
+
+def blocks(seed: int, count: int, size: int) -> list[bytes]:
+    return [hashlib.sha256(f"{seed}-{i}".encode()).digest() * (size // 32) for i in range(count)]
+
+
+async def slowly(chunks: list[bytes], pause: float = 0.001) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await anyio.sleep(pause)
+        yield chunk
+
+
+async def put_all(fs: AsyncHashFS, sources: list[list[bytes]], pause: float) -> list[str]:
+    ids: list[str] = [""] * len(sources)
+
+    async def put(i: int) -> None:
+        ids[i] = (await fs.put(slowly(sources[i], pause))).id
+
+    async with anyio.create_task_group() as group:
+        for i in range(len(sources)):
+            group.start_soon(put, i)
+    return ids
+
+
+def digest(chunks: list[bytes]) -> str:
+    return hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+async def test_many_slow_puts_stay_within_the_budget(root: Path) -> None:
+    fs = await new_store(root, upload_memory=256 * KIB)
+    sources = [blocks(seed, 24, 16 * KIB) for seed in range(40)]
+    with anyio.fail_after(60):
+        ids = await put_all(fs, sources, pause=0.001)
+    assert ids == [digest(chunks) for chunks in sources]
+    assert 0 < fs.budget.peak <= 256 * KIB
+    assert fs.budget.used == 0 and fs.budget.waiting == 0
+    assert temp_files(root) == []
+
+
+async def test_a_budget_smaller_than_one_chunk_does_not_deadlock(root: Path) -> None:
+    fs = await new_store(root, upload_memory=1000, limiter=2)
+    sources = [blocks(seed, 12, 64 * KIB) for seed in range(24)]
+    with anyio.fail_after(60):
+        ids = await put_all(fs, sources, pause=0)
+    assert ids == [digest(chunks) for chunks in sources]
+    assert fs.budget.peak == 64 * KIB  # one chunk at a time, admitted alone
+    assert fs.budget.used == 0
+
+
+async def test_cancelled_puts_give_their_budget_back(root: Path) -> None:
+    fs = await new_store(root, upload_memory=128 * KIB)
+    sources = [blocks(seed, 1000, 16 * KIB) for seed in range(10)]
+    with anyio.move_on_after(0.3) as scope:
+        await put_all(fs, sources, pause=0.0005)
+    assert scope.cancelled_caught
+    assert fs.budget.used == 0 and fs.budget.waiting == 0
+    assert stored_files(root) == [] and temp_files(root) == []
+
+
+async def test_a_failed_put_gives_its_budget_back(root: Path) -> None:
+    fs = await new_store(root, max_size=100 * KIB, upload_memory=64 * KIB)
+    with pytest.raises(FileTooLarge):
+        await fs.put(slowly(blocks(1, 20, 16 * KIB), 0))
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        raise OSError("the source broke")
+
+    with pytest.raises(OSError, match="the source broke"):
+        await fs.put(broken())
+    assert fs.budget.used == 0 and fs.budget.waiting == 0
+    assert stored_files(root) == [] and temp_files(root) == []
+
+
+async def test_a_mutable_chunk_is_copied_before_it_waits(root: Path) -> None:
+    fs = await new_store(root, upload_memory=64 * KIB)
+    buffer = bytearray(16 * KIB)
+    expected = hashlib.sha256()
+
+    async def refilled() -> AsyncIterator[bytearray]:
+        for i in range(50):
+            buffer[:] = bytes([i]) * len(buffer)
+            expected.update(buffer)
+            yield buffer
+
+    address = await fs.put(refilled())
+    assert address.id == expected.hexdigest()
+    assert await anyio.to_thread.run_sync(os.path.getsize, address.abspath) == 50 * len(buffer)
+    assert fs.budget.used == 0
+
+
+async def test_one_put_holds_at_most_its_share(root: Path) -> None:
+    fs = await new_store(root, upload_memory=64 << 20)
+    chunks = blocks(9, 96, 256 * KIB)  # 24 MiB from a source faster than the disk
+    assert (await fs.put(slowly(chunks, 0))).id == digest(chunks)
+    assert 0 < fs.budget.peak <= PER_PUT + 256 * KIB
+    assert fs.budget.used == 0
