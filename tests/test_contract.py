@@ -65,6 +65,10 @@ def test_hostile_references_find_nothing(backend: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("data", [SMALL, BIG], ids=["small", "big"])
 def test_concurrent_identical_puts_store_one_object(backend: dict[str, Any], data: bytes) -> None:
+    if "s3_options" in backend:
+        # SeaweedFS's conditional CompleteMultipartUpload is not atomic under a race
+        # (tests/test_s3.py says more); its conditional copy is, so it is run in copy mode.
+        backend = {**backend, "s3_options": {**backend["s3_options"], "commit": "copy"}}
     fs = new_sync(backend)
     results: list[HashAddress] = []
     barrier = threading.Barrier(8)
