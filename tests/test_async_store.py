@@ -285,7 +285,8 @@ async def test_walking_and_maintenance(async_fs: AsyncHashFS) -> None:
     repaired = await async_fs.repair()
     assert [a.id for _, a in repaired] == [DATA_ID]
     assert await async_fs.verify(DATA_ID)
-    Path(async_fs.root, ".hashfs-tmp", "1-dead.tmp").write_bytes(b"x")
+    Path(async_fs.root, ".hashfs-tmp").mkdir()
+    Path(async_fs.root, ".hashfs-tmp", "999999999-dead.tmp").write_bytes(b"x")
     report = await async_fs.gc()
     assert len(report.temp_files) == 1
     with pytest.raises(TypeError, match=r"await fs\.exists"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,9 @@ def test_gc_leaves_a_fresh_empty_temp_file_alone(tmp_path: Path) -> None:
     fs = SyncHashFS(tmp_path)
     temp = tmp_path / ".hashfs-tmp"
     temp.mkdir()
+    keep = temp / "999999999-keep.tmp"  # keeps the folder from going at the first gc
+    keep.write_bytes(b"")
+    os.utime(keep, (time.time() + 3600,) * 2)
     fresh = temp / f"{os.getpid()}-fresh.tmp"  # a live process's file, not yet locked
     fresh.write_bytes(b"")
     assert fs.gc().temp_files == []

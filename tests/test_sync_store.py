@@ -218,7 +218,7 @@ def test_put_rejects_a_path_that_is_not_a_file(sync_fs: SyncHashFS, tmp_path: Pa
     assert stored_files(sync_fs.root) == []
 
 
-@pytest.mark.parametrize("extension", ["../x", "a/b", "*", "x" * 40, ".", "tar.gz"])
+@pytest.mark.parametrize("extension", ["../x", "a/b", "*", "x" * 40, ".", "tar..gz", "gz/.."])
 def test_put_rejects_bad_extension_before_reading(sync_fs: SyncHashFS, extension: str) -> None:
     def never() -> object:
         raise AssertionError("source was read")
@@ -353,12 +353,13 @@ def test_verify_detects_changed_bytes(sync_fs: SyncHashFS) -> None:
 def test_gc_removes_abandoned_temp_files_and_empty_folders(sync_fs: SyncHashFS) -> None:
     address = sync_fs.put(DATA)
     temp = Path(sync_fs.root, ".hashfs-tmp")
-    (temp / "999-dead.tmp").write_bytes(b"left by a killed writer")
+    temp.mkdir()
+    (temp / "999999999-dead.tmp").write_bytes(b"left by a killed writer")
     Path(sync_fs.root, "a", "b").mkdir(parents=True)
     live = sync_fs._engine.writer()
     try:
         report = sync_fs.gc()
-        assert report.temp_files == [str(temp / "999-dead.tmp")]
+        assert report.temp_files == [str(temp / "999999999-dead.tmp")]
         assert report.temp_bytes == len(b"left by a killed writer")
         assert sorted(report.folders) == [
             os.path.join(sync_fs.root, "a"),
