@@ -264,7 +264,7 @@ class Engine:
     # -- writing ---------------------------------------------------------
 
     def writer(self) -> BlobWriter:
-        """Start a new file in the temp folder."""
+        """Start a new temp file (nameless where the OS allows it)."""
         return BlobWriter(self)
 
     def put(
