@@ -42,9 +42,38 @@ def async_fs(root: Path) -> AsyncHashFS:
 
 
 def temp_files(root: Path | str) -> list[str]:
-    """Names in the store's temp folder."""
+    """Names in the store's temp folder, and nameless temp files open in the root.
+
+    A nameless (``O_TMPFILE``) temp file shows in ``/proc/<pid>/fd`` as
+    ``<root>/#<inode> (deleted)``: listed here as ``#<inode> (deleted)``, so
+    that "no temp file left" still means something on Linux.
+    """
     folder = Path(root, ".hashfs-tmp")
-    return sorted(os.listdir(folder)) if folder.exists() else []
+    named = sorted(os.listdir(folder)) if folder.exists() else []
+    return named + sorted(open_nameless_files(root))
+
+
+def open_nameless_files(root: Path | str) -> set[str]:
+    """Names of the nameless files any process of ours holds open in ``root``."""
+    prefix = os.path.realpath(root) + os.sep + "#"
+    found = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix) and os.sep not in target[len(prefix) :]:
+                found.add(target[len(prefix) - 1 :])
+    return found
 
 
 def stored_files(root: Path | str) -> list[str]:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -285,7 +287,8 @@ async def test_walking_and_maintenance(async_fs: AsyncHashFS) -> None:
     repaired = await async_fs.repair()
     assert [a.id for _, a in repaired] == [DATA_ID]
     assert await async_fs.verify(DATA_ID)
-    Path(async_fs.root, ".hashfs-tmp", "1-dead.tmp").write_bytes(b"x")
+    Path(async_fs.root, ".hashfs-tmp").mkdir()
+    Path(async_fs.root, ".hashfs-tmp", "999999999-dead.tmp").write_bytes(b"x")
     report = await async_fs.gc()
     assert len(report.temp_files) == 1
     with pytest.raises(TypeError, match=r"await fs\.exists"):
@@ -324,3 +327,72 @@ async def test_source_that_reuses_its_buffer(async_fs: AsyncHashFS) -> None:
     address = await async_fs.put(refilling())
     assert address.id == hashlib.sha256(b"".join(pieces)).hexdigest()
     assert await async_fs.verify(address.id)
+
+
+# -- issue 10 ----------------------------------------------------------------------
+
+
+async def test_reads_multi_dot_names_hashfs_wrote_and_keeps_them(root: Path) -> None:
+    written = hashfs.HashFS(root).put(io.BytesIO(DATA), "tar.gz")
+    ours = await new_store(root)
+    for ref in (written.id, written.relpath, written.abspath):
+        assert await ours.get(ref) == written
+        assert await ours.exists(ref)
+        assert await ours.verify(ref)
+        async with ours.open(ref) as file:
+            assert await file.read() == DATA
+    assert [item async for item in ours.corrupted()] == []
+    assert await ours.repair() == []
+    again = await ours.put(DATA, ".tar.gz")
+    assert again == written._replace(is_duplicate=True)
+
+
+@pytest.mark.parametrize("limiter", [0, -1, True, 1.5, "4"])
+async def test_limiter_refuses_what_would_hang(root: Path, limiter: object) -> None:
+    with pytest.raises(ValueError, match=r"limiter must be .* \(an integer >= 1\) or None"):
+        await new_store(root, limiter=limiter)
+
+
+async def test_put_refuses_a_fifo_at_once(async_fs: AsyncHashFS, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:
+        # Frees a worker thread stuck opening the FIFO, should the check fail.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(5, unblock)
+    timer.start()
+    try:
+        with anyio.fail_after(4):
+            with pytest.raises(InvalidSource, match="not a regular file"):
+                await async_fs.put(fifo)
+            with pytest.raises(InvalidSource, match="not a regular file"):
+                await async_fs.computehash(str(fifo))
+    finally:
+        timer.cancel()
+    assert stored_files(async_fs.root) == [] and temp_files(async_fs.root) == []
+
+
+async def test_put_refuses_closed_undecodable_and_strided_sources(
+    async_fs: AsyncHashFS, tmp_path: Path
+) -> None:
+    closed = io.BytesIO(DATA)
+    closed.close()
+    latin = tmp_path / "latin"
+    latin.write_bytes("Grüße".encode("latin-1"))
+
+    async def strided() -> AsyncIterator[memoryview]:
+        yield memoryview(DATA)[::3]
+
+    with open(latin, encoding="utf-8") as text:
+        for src, message in [
+            (closed, "closed file"),
+            (text, "cannot decode"),
+            (memoryview(DATA)[::2], "non-contiguous"),
+            (strided(), "non-contiguous"),
+        ]:
+            with pytest.raises(InvalidSource, match=message):
+                await async_fs.put(src)
+    assert stored_files(async_fs.root) == [] and temp_files(async_fs.root) == []

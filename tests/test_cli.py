@@ -260,3 +260,38 @@ def test_migrate_to_new_algorithm_twice_loses_nothing(root: Path, files: list[Pa
     assert again.exit_code == 0
     assert json.loads(again.output)["moved"] == 0
     assert SyncHashFS(root, depth=2, width=2, algorithm="sha512").count() == 3
+
+
+# -- issue 10 ----------------------------------------------------------------------
+
+
+def test_verify_repair_and_migrate_keep_multi_dot_names_hashfs_wrote(root: Path) -> None:
+    import io
+
+    import hashfs
+
+    written = hashfs.HashFS(root).put(io.BytesIO(b"archive"), "tar.gz")
+    result = run(root, "verify", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"checked": 1, "mismatched": []}
+    assert run(root, "repair", "--json").output == ""
+    assert stored_files(root) == [written.relpath]
+    stats = json.loads(run(root, "stats", "--json").output)
+    assert list(stats["by_extension"]) == [".tar.gz"]
+    moved = run(root, "migrate", "--depth", "1", "--width", "2", "--algorithm", "md5")
+    assert moved.exit_code == 0, moved.output
+    md5 = hashlib.md5(b"archive").hexdigest()
+    assert stored_files(root) == [f"{md5[:2]}/{md5[2:]}.tar.gz"]
+
+
+def test_put_refuses_a_fifo_without_waiting(root: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "async_hashfs", "--root", str(root), "put", str(fifo)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:  # pragma: no cover - the bug this guards against
+        pytest.fail("async-hashfs put waited on a FIFO")
+    assert result.returncode == 2, result.stderr
+    assert "not a regular file" in result.stderr
+    assert stored_files(root) == [] and temp_files(root) == []

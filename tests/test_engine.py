@@ -1,9 +1,13 @@
-"""The engine's folder making, under concurrent deletes."""
+"""The engine: folder making under concurrent deletes, temp files, platform fallbacks."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,8 @@ import pytest
 
 from async_hashfs._engine import Engine
 from async_hashfs._layout import Layout
+
+from .conftest import stored_files, temp_files
 
 
 def new_engine(root: Path) -> Engine:
@@ -109,6 +115,9 @@ def test_gc_leaves_a_fresh_empty_temp_file_alone(tmp_path: Path) -> None:
     fs = SyncHashFS(tmp_path)
     temp = tmp_path / ".hashfs-tmp"
     temp.mkdir()
+    keep = temp / "999999999-keep.tmp"  # keeps the folder from going at the first gc
+    keep.write_bytes(b"")
+    os.utime(keep, (time.time() + 3600,) * 2)
     fresh = temp / f"{os.getpid()}-fresh.tmp"  # a live process's file, not yet locked
     fresh.write_bytes(b"")
     assert fs.gc().temp_files == []
@@ -117,3 +126,205 @@ def test_gc_leaves_a_fresh_empty_temp_file_alone(tmp_path: Path) -> None:
     dead = temp / "999999999-dead.tmp"  # no such process: removed at once
     dead.write_bytes(b"")
     assert fs.gc().temp_files == [str(dead)]
+
+
+# -- temp files: nameless where the OS allows it, named elsewhere ------------------
+
+needs_tmpfile = pytest.mark.skipif(
+    not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE on this platform"
+)
+
+
+def named_temp_files(root: Path) -> list[str]:
+    folder = root / ".hashfs-tmp"
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+@needs_tmpfile
+def test_a_put_in_progress_has_no_name_anywhere(root: Path) -> None:
+    engine = new_engine(root)
+    with engine.writer() as writer:
+        writer.write(b"in flight")
+        assert [str(p) for p in root.rglob("*")] == []  # nothing an old HashFS could list
+        assert len(temp_files(root)) == 1  # but it is open in the root
+        address = writer.commit(".bin")
+    assert address.relpath.endswith(".bin") and not address.is_duplicate
+    assert stored_files(root) == [address.relpath]
+    assert temp_files(root) == []
+    assert engine._anonymous is True
+
+
+def test_without_o_tmpfile_the_temp_folder_goes_when_it_empties(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    engine = new_engine(root)
+    with engine.writer() as writer:
+        writer.write(b"in flight")
+        assert len(named_temp_files(root)) == 1
+        address = writer.commit()
+    assert not (root / ".hashfs-tmp").exists()
+    with engine.writer() as writer:
+        writer.write(b"abandoned")
+    assert not (root / ".hashfs-tmp").exists()
+    assert stored_files(root) == [address.relpath]
+
+
+def test_named_temp_file_survives_the_folder_going_before_it_opens(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer removes the empty temp folder between our makepath and open.
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    engine = new_engine(root)
+    real_open = os.open
+    removed = 0
+
+    def racing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        nonlocal removed
+        if ".hashfs-tmp" in str(path) and removed < 3 and os.path.isdir(engine.layout.temp_dir):
+            removed += 1
+            os.rmdir(engine.layout.temp_dir)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", racing_open)
+    with engine.writer() as writer:
+        writer.write(b"x")
+        writer.commit()
+    assert removed == 3
+
+
+def test_named_temp_files_race_their_folder_safely(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    from flask_shim import SyncHashFS
+
+    fs = SyncHashFS(root)
+    errors: list[BaseException] = []
+    results = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(60):
+                results.append(fs.put(b"same" if i % 2 else f"{n}-{i}".encode()))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(not r.is_duplicate for r in results if r.id == hashlib.sha256(b"same").hexdigest())
+    assert not (root / ".hashfs-tmp").exists()
+    assert fs.count() == 8 * 30 + 1
+
+
+@needs_tmpfile
+def test_nameless_temp_file_falls_back_without_proc(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import async_hashfs._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_proc_fd", lambda fd: f"/no-proc/self/fd/{fd}")
+    engine = new_engine(root)
+    with engine.writer() as writer:
+        writer.write(b"data")
+        assert len(named_temp_files(root)) == 1
+        address = writer.commit()
+    assert engine._anonymous is False
+    assert (root / address.relpath).read_bytes() == b"data"
+    assert temp_files(root) == []
+
+
+@needs_tmpfile
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP])
+def test_nameless_temp_file_on_a_file_system_without_links(
+    root: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(code, "links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    engine = Engine(Layout(str(root), 4, 1, "sha256"), fmode=0o640)
+    data = os.urandom(3 << 20)
+    first = engine.put([data])
+    assert not first.is_duplicate
+    assert engine.put([data]).is_duplicate
+    assert (root / first.relpath).read_bytes() == data
+    assert stat.S_IMODE(os.stat(first.abspath).st_mode) == 0o640
+    assert temp_files(root) == [] and stored_files(root) == [first.relpath]
+
+
+@needs_tmpfile
+def test_nameless_temp_file_gets_fmode_and_the_root_hashfs_mode(tmp_path: Path) -> None:
+    root = tmp_path / "new-root"
+    engine = Engine(Layout(str(root), 2, 1, "sha256"), fmode=0o604, dmode=0o700)
+    address = engine.put([b"x"])
+    assert stat.S_IMODE(os.stat(address.abspath).st_mode) == 0o604
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o777 & ~current_umask()
+    assert stat.S_IMODE(os.stat(root / address.id[0] / address.id[1]).st_mode) == 0o700
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- platforms: no flock, no pread ---------------------------------------------
+
+
+def test_gc_without_flock_goes_by_process_and_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import async_hashfs._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_fcntl", None)
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    engine = new_engine(tmp_path)
+    live = engine.writer()
+    try:
+        live.write(b"still writing")
+        temp = tmp_path / ".hashfs-tmp"
+        dead = temp / "999999999-dead.tmp"
+        dead.write_bytes(b"left by a killed writer")
+        stalled = temp / f"{os.getpid()}-stalled.tmp"
+        stalled.write_bytes(b"untouched for two days")
+        os.utime(stalled, (time.time() - 2 * 86400,) * 2)
+        assert sorted(engine.gc().temp_files) == sorted([str(dead), str(stalled)])
+        assert len(named_temp_files(tmp_path)) == 1  # the live writer's
+        address = live.commit()
+    finally:
+        live.abort()
+    assert (tmp_path / address.relpath).read_bytes() == b"still writing"
+    assert named_temp_files(tmp_path) == []
+
+
+def test_stored_blob_reads_by_position_without_pread(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = new_engine(root)
+    data = bytes(range(256)) * 64
+    address = engine.put([data], ".bin")
+    monkeypatch.delattr(os, "pread", raising=False)
+    blob = engine.open_blob(address.relpath)
+    assert blob is not None
+    try:
+        results: list[bool] = []
+
+        def read(offset: int) -> None:
+            for _ in range(200):
+                results.append(blob.pread(100, offset) == data[offset : offset + 100])
+
+        threads = [threading.Thread(target=read, args=(n * 1000,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(results) and len(results) == 1600
+        assert blob.pread(10, len(data) - 4) == data[-4:]
+        assert blob.pread(10, len(data) + 5) == b""
+    finally:
+        blob.close()

@@ -7,7 +7,7 @@ import pytest
 from hashfs.utils import shard as hashfs_shard
 
 from async_hashfs import InvalidExtension
-from async_hashfs._layout import TEMP_DIRNAME, Layout, normalize_extension
+from async_hashfs._layout import TEMP_DIRNAME, Layout, normalize_extension, split_name
 
 ID = hashlib.sha256(b"x").hexdigest()
 
@@ -23,6 +23,10 @@ ID = hashlib.sha256(b"x").hexdigest()
         ("c++", ".c++"),
         ("A_1", ".A_1"),
         ("x" * 32, "." + "x" * 32),
+        ("tar.gz", ".tar.gz"),
+        (".tar.gz", ".tar.gz"),
+        ("backup.2024-01-01.tar.gz", ".backup.2024-01-01.tar.gz"),
+        (".".join(["x" * 32, "y" * 31]), "." + "x" * 32 + "." + "y" * 31),
     ],
 )
 def test_normalize_extension_accepts_safe_tokens(extension: str | None, stored: str) -> None:
@@ -37,12 +41,19 @@ def test_normalize_extension_accepts_safe_tokens(extension: str | None, stored: 
         "../x",
         "a/b",
         "a\\b",
-        "tar.gz",
+        "tar..gz",
+        "tar.",
+        ".tar.",
+        "a.b/c",
+        "gz/..",
+        "a.\0",
         "*",
         "?",
         "[a]",
         "a\0",
         "x" * 33,
+        "a." + "x" * 33,
+        ".".join(["x" * 32, "y" * 32]),
         " jpg",
         "jpg\n",
         "é",
@@ -63,6 +74,31 @@ def test_shard_is_hashfs_rule(depth: int, width: int) -> None:
     layout = Layout("/store", depth, width, "sha256")
     assert layout.shard(ID) == hashfs_shard(ID, depth, width)
     assert layout.unshard(layout.relpath(ID, ".png")) == ID
+    assert layout.unshard(layout.relpath(ID, ".tar.gz")) == ID
+
+
+@pytest.mark.parametrize(
+    ("relpath", "split"),
+    [
+        ("a/b/cdef", ("abcdef", "")),
+        ("a/b/cdef.txt", ("abcdef", ".txt")),
+        ("a/b/cdef.tar.gz", ("abcdef", ".tar.gz")),
+        ("cdef.tar.gz", ("cdef", ".tar.gz")),
+        ("a/b/.hidden", ("ab", ".hidden")),
+        ("a/b/cdef.", ("abcdef", ".")),
+    ],
+)
+def test_split_name_cuts_at_the_first_dot(relpath: str, split: tuple[str, str]) -> None:
+    assert split_name(relpath.replace("/", os.sep)) == split
+
+
+def test_stored_extension_keeps_all_after_an_id_and_the_last_suffix_otherwise() -> None:
+    layout = Layout("/store", 4, 1, "sha256")
+    assert layout.stored_extension(layout.relpath(ID, ".tar.gz")) == ".tar.gz"
+    assert layout.stored_extension(ID + ".tar.gz") == ".tar.gz"  # another depth, same id
+    assert layout.stored_extension(layout.relpath(ID)) == ""
+    assert layout.stored_extension("photo.v2.jpg") == ".jpg"
+    assert layout.stored_extension(os.path.join("a", "notes")) == ""
 
 
 @pytest.mark.parametrize(
@@ -70,11 +106,11 @@ def test_shard_is_hashfs_rule(depth: int, width: int) -> None:
     [
         ({"root": "relative"}, "absolute"),
         ({"root": "/a/../b"}, "normalized"),
-        ({"depth": -1}, "depth"),
+        ({"depth": -1}, "depth must be an integer >= 0"),
         ({"width": 1.5}, "width"),
         ({"depth": True}, "depth"),
-        ({"algorithm": "nope"}, "algorithm"),
-        ({"algorithm": "shake_128"}, "fixed digest"),
+        ({"algorithm": "nope"}, "algorithm 'nope' unknown: .*sha256"),
+        ({"algorithm": "shake_128"}, "fixed digest size"),
     ],
 )
 def test_layout_rejects_bad_settings(kwargs: dict[str, object], message: str) -> None:
@@ -126,6 +162,9 @@ def test_parse_address_accepts_only_content_addresses() -> None:
     layout = Layout("/store", 4, 1, "sha256")
     relpath = layout.relpath(ID, ".png")
     assert layout.parse_address(relpath) == (ID, ".png")
+    assert layout.parse_address(layout.relpath(ID, ".tar.gz")) == (ID, ".tar.gz")
+    assert layout.parse_address(layout.relpath(ID) + ".tar..gz") is None
+    assert layout.parse_address(layout.relpath(ID) + ".") is None
     assert layout.parse_address(layout.relpath(ID)) == (ID, "")
     assert layout.parse_address(relpath.replace(os.sep, "", 1)) is None
     assert layout.parse_address(layout.relpath(ID[:-1] + "x")) is None

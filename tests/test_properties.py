@@ -14,8 +14,11 @@ from async_hashfs import AsyncHashFS
 from async_hashfs._layout import Layout
 from flask_shim import SyncHashFS
 
+from .conftest import temp_files
+
 chunk_lists = st.lists(st.binary(max_size=3000), max_size=20)
-extensions = st.one_of(st.none(), st.from_regex(r"\.?[A-Za-z0-9_+\-]{1,8}", fullmatch=True))
+_EXTENSION = r"\.?[A-Za-z0-9_+\-]{1,8}(\.[A-Za-z0-9_+\-]{1,4}){0,2}"
+extensions = st.one_of(st.none(), st.from_regex(_EXTENSION, fullmatch=True))
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -33,7 +36,7 @@ def test_sync_put_address_is_hash_and_round_trips(
             assert file.read() == data
         assert fs.put(data, extension).is_duplicate
         assert fs.get(address.relpath) == address
-        assert os.listdir(os.path.join(root, ".hashfs-tmp")) == []
+        assert temp_files(root) == []
 
 
 @fast

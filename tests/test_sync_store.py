@@ -218,7 +218,7 @@ def test_put_rejects_a_path_that_is_not_a_file(sync_fs: SyncHashFS, tmp_path: Pa
     assert stored_files(sync_fs.root) == []
 
 
-@pytest.mark.parametrize("extension", ["../x", "a/b", "*", "x" * 40, ".", "tar.gz"])
+@pytest.mark.parametrize("extension", ["../x", "a/b", "*", "x" * 40, ".", "tar..gz", "gz/.."])
 def test_put_rejects_bad_extension_before_reading(sync_fs: SyncHashFS, extension: str) -> None:
     def never() -> object:
         raise AssertionError("source was read")
@@ -353,12 +353,13 @@ def test_verify_detects_changed_bytes(sync_fs: SyncHashFS) -> None:
 def test_gc_removes_abandoned_temp_files_and_empty_folders(sync_fs: SyncHashFS) -> None:
     address = sync_fs.put(DATA)
     temp = Path(sync_fs.root, ".hashfs-tmp")
-    (temp / "999-dead.tmp").write_bytes(b"left by a killed writer")
+    temp.mkdir()
+    (temp / "999999999-dead.tmp").write_bytes(b"left by a killed writer")
     Path(sync_fs.root, "a", "b").mkdir(parents=True)
     live = sync_fs._engine.writer()
     try:
         report = sync_fs.gc()
-        assert report.temp_files == [str(temp / "999-dead.tmp")]
+        assert report.temp_files == [str(temp / "999999999-dead.tmp")]
         assert report.temp_bytes == len(b"left by a killed writer")
         assert sorted(report.folders) == [
             os.path.join(sync_fs.root, "a"),
@@ -478,3 +479,190 @@ def test_puts_and_deletes_of_same_bytes_race_safely(sync_fs: SyncHashFS) -> None
     assert temp_files(sync_fs.root) == []
     for path in sync_fs.files():
         assert sync_fs.verify(path)
+
+
+# -- issue 10: what HashFS stores, read and kept as it is ------------------------
+
+
+@pytest.mark.parametrize("extension", ["tar.gz", ".tar.gz", "backup.2024-01-01.tar.gz"])
+def test_multi_dot_names_hashfs_wrote_read_verify_and_stay(root: Path, extension: str) -> None:
+    theirs = hashfs.HashFS(root)
+    written = theirs.put(io.BytesIO(DATA), extension)
+    assert written.relpath.endswith("." + extension.lstrip("."))
+    ours = SyncHashFS(root)
+    for ref in (written.id, written.relpath, written.abspath):
+        assert ours.get(ref) == written
+        assert ours.exists(ref)
+        with ours.open(ref) as file:
+            assert file.read() == DATA
+        assert ours.verify(ref)
+    assert ours.unshard(written.abspath) == written.id
+    assert list(ours.corrupted()) == []
+    assert ours.repair() == []
+    assert stored_files(root) == [written.relpath]
+    assert ours.layout.parse_address(written.relpath) == (written.id, "." + extension.lstrip("."))
+
+
+@pytest.mark.parametrize("extension", ["tar.gz", ".tar.gz", "a.b.c"])
+def test_put_accepts_multi_dot_extensions_with_hashfs_relpath(root: Path, extension: str) -> None:
+    ours = SyncHashFS(root / "ours").put(DATA, extension)
+    theirs = hashfs.HashFS(root / "theirs").put(io.BytesIO(DATA), extension)
+    assert (ours.id, ours.relpath) == (theirs.id, theirs.relpath)
+
+
+def test_repair_keeps_a_multi_dot_extension_when_the_layout_changes(root: Path) -> None:
+    written = hashfs.HashFS(root).put(io.BytesIO(DATA), "tar.gz")
+    ((path, address),) = SyncHashFS(root, depth=1).repair()
+    assert path == written.abspath
+    assert address.relpath == os.path.join(DATA_ID[0], DATA_ID[1:] + ".tar.gz")
+    assert Path(address.abspath).read_bytes() == DATA
+
+
+def test_unshard_refuses_what_is_no_content_address(sync_fs: SyncHashFS) -> None:
+    address = sync_fs.put(DATA, "tar.gz")
+    assert sync_fs.unshard(address.abspath) == DATA_ID
+    assert sync_fs.unshard(address.relpath) == DATA_ID
+    for path in ("invalid", os.path.join(sync_fs.root, "notes.txt"), "/elsewhere/" + DATA_ID):
+        with pytest.raises(ValueError, match="Cannot unshard path"):
+            sync_fs.unshard(path)
+
+
+def test_put_then_delete_leaves_the_root_empty(sync_fs: SyncHashFS) -> None:
+    address = sync_fs.put(DATA)
+    sync_fs.delete(address.id)
+    assert os.listdir(sync_fs.root) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"fmode": "664"}, r"fmode must be an integer from 0 to 0o7777 .* or None, not '664'"),
+        ({"fmode": 0o10000}, r"fmode must be .*, not 0o10000"),
+        ({"fmode": -1}, "fmode must be"),
+        ({"fmode": 1.5}, "fmode must be"),
+        ({"fmode": True}, "fmode must be"),
+        ({"dmode": None}, r"dmode must be an integer from 0 to 0o7777 \(such as 0o755\), not No"),
+        ({"dmode": "755"}, "dmode must be"),
+        ({"depth": -1}, "depth must be an integer >= 0, not -1"),
+        ({"depth": "4"}, "depth must be an integer >= 0"),
+        ({"width": 0.5}, "width must be an integer >= 0"),
+        ({"algorithm": "sha257"}, "algorithm 'sha257' unknown: .*sha256"),
+        ({"algorithm": None}, "algorithm None unknown"),
+        ({"algorithm": "shake_256"}, "algorithm 'shake_256' has no fixed digest size"),
+        ({"max_size": -1}, r"max_size must be an integer >= 0 or None, not -1"),
+        ({"max_size": "10MB"}, "max_size must be"),
+        ({"max_size": 1.5}, "max_size must be"),
+        ({"fsync": "yes"}, "fsync must be True or False, not 'yes'"),
+        ({"fsync": 1}, "fsync must be True or False"),
+        ({"s3_options": "endpoint"}, "s3_options must be a mapping or None"),
+    ],
+)
+def test_constructor_refuses_bad_arguments_at_once(
+    root: Path, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SyncHashFS(root, **options)  # type: ignore[arg-type]
+    assert os.listdir(root) == []
+
+
+def test_constructor_accepts_hashfs_arguments(root: Path) -> None:
+    for fmode in (None, 0, 0o7777, 0o600):
+        assert SyncHashFS(root, fmode=fmode).fmode == fmode
+    assert SyncHashFS(root, 0, 0, "md5", 0o644, 0o700, max_size=0, fsync=True).max_size == 0
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def _run_within(seconds: float, func: object, *args: object) -> BaseException | None:
+    """Run ``func(*args)`` in a thread; fail if it is still running after ``seconds``."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            func(*args)  # type: ignore[operator]
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        # Free a put blocked opening a FIFO, then report it.
+        for arg in args:
+            if isinstance(arg, Path) and stat.S_ISFIFO(os.stat(arg).st_mode):
+                os.close(os.open(arg, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"{func} blocked for more than {seconds} s")
+    return outcome[0]
+
+
+def test_put_refuses_a_fifo_at_once(sync_fs: SyncHashFS, tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path)
+    for call in (sync_fs.put, sync_fs.computehash):
+        error = _run_within(5, call, fifo)
+        assert isinstance(error, InvalidSource), error
+        assert "not a regular file" in str(error)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_put_refuses_devices_sockets_and_folders(sync_fs: SyncHashFS, tmp_path: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        for path in (Path("/dev/null"), sock_path, tmp_path, str(tmp_path)):
+            with pytest.raises(InvalidSource, match="not a"):
+                sync_fs.put(path)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_put_refuses_a_closed_file(sync_fs: SyncHashFS, tmp_path: Path) -> None:
+    closed = io.BytesIO(DATA)
+    closed.close()
+    path = tmp_path / "data"
+    path.write_bytes(DATA)
+    with open(path, "rb") as file:
+        pass
+    for src in (closed, file):
+        with pytest.raises(InvalidSource, match="closed file"):
+            sync_fs.put(src)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_put_refuses_an_undecodable_text_file(sync_fs: SyncHashFS, tmp_path: Path) -> None:
+    path = tmp_path / "latin"
+    path.write_bytes(b"ok " * 1000 + "Grüße".encode("latin-1"))
+    with (
+        open(path, encoding="utf-8") as file,
+        pytest.raises(InvalidSource, match=r"cannot decode .* as utf-8.*'rb'") as info,
+    ):
+        sync_fs.put(file)
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_put_refuses_a_non_contiguous_memoryview(sync_fs: SyncHashFS) -> None:
+    strided = memoryview(DATA)[::2]
+    for src in (strided, [b"head", strided]):
+        with pytest.raises(InvalidSource, match="non-contiguous memoryview"):
+            sync_fs.put(src)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+    assert sync_fs.put(memoryview(DATA)[::1]).id == DATA_ID
+
+
+def test_text_file_is_stored_as_the_utf8_of_what_it_reads(root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "text"
+    path.write_bytes("line one\r\nGrüße\r\n".encode("latin-1"))
+    ours = SyncHashFS(root / "ours")
+    theirs = hashfs.HashFS(root / "theirs")
+    with open(path, encoding="latin-1") as file:
+        address = ours.put(file)
+        assert address.id == theirs.put(file).id
+    assert Path(address.abspath).read_bytes() == "line one\nGrüße\n".encode()
+    assert ours.put(path).id == hashlib.sha256(path.read_bytes()).hexdigest() != address.id

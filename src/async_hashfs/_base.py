@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from ._engine import Engine
-from ._layout import Layout, normalize_extension
+from ._layout import Layout, is_hex, normalize_extension
 
 __all__ = ["BaseHashFS"]
 
@@ -33,7 +33,8 @@ class BaseHashFS:
             ``secret_access_key``...); the usual ``AWS_*`` variables fill in the rest.
 
     Raises:
-        ValueError: a bad ``depth``, ``width``, ``algorithm`` or ``max_size``.
+        ValueError: an argument is of the wrong kind or out of range; the
+            message names it and the values it accepts.
     """
 
     def __init__(
@@ -49,6 +50,16 @@ class BaseHashFS:
         fsync: bool = False,
         s3_options: Mapping[str, Any] | None = None,
     ) -> None:
+        _check_mode("fmode", fmode, "0o664", allow_none=True)
+        _check_mode("dmode", dmode, "0o755", allow_none=False)
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
+        ):
+            raise ValueError(f"max_size must be an integer >= 0 or None, not {max_size!r}")
+        if not isinstance(fsync, bool):
+            raise ValueError(f"fsync must be True or False, not {fsync!r}")
+        if s3_options is not None and not isinstance(s3_options, Mapping):
+            raise ValueError(f"s3_options must be a mapping or None, not {s3_options!r}")
         url = os.fspath(root)
         self.root = url.rstrip("/") if "://" in url else os.path.realpath(url)
         self.depth = depth
@@ -93,10 +104,14 @@ class BaseHashFS:
         return self.layout.shard(id)
 
     def unshard(self, path: str) -> str:
-        """Return the id a path inside the root names.
+        """Return the id a content address names (``path`` absolute or relative to the root).
+
+        The id is the shard folders and the file name up to its first dot,
+        so ``<id>.tar.gz`` gives ``<id>``.
 
         Raises:
-            ValueError: ``path`` is not inside the root.
+            ValueError: ``path`` is not inside the root, or does not start
+                with a hex digest (as HashFS, ``unshard("invalid")``).
         """
         relpath = self.layout.inside(path)
         if relpath is None:
@@ -104,7 +119,13 @@ class BaseHashFS:
                 f"Cannot unshard path. The path {path!r} is not "
                 f"a subdirectory of the root directory {self.root!r}"
             )
-        return self.layout.unshard(relpath)
+        id = self.layout.unshard(relpath)
+        if not is_hex(id):
+            raise ValueError(
+                f"Cannot unshard path. The path {path!r} is not a content address: "
+                f"{id!r} is not a hex digest"
+            )
+        return id
 
     def relpath(self, path: str) -> str:
         """Return ``path`` relative to the root."""
@@ -115,3 +136,15 @@ class BaseHashFS:
             f"{type(self).__name__}({self.root!r}, depth={self.depth}, width={self.width}, "
             f"algorithm={self.algorithm!r})"
         )
+
+
+def _check_mode(name: str, mode: object, example: str, *, allow_none: bool) -> None:
+    """Raise ``ValueError`` unless ``mode`` is permission bits (or ``None`` when allowed)."""
+    if mode is None and allow_none:
+        return
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        accepted = f"an integer from 0 to 0o7777 (such as {example})"
+        if allow_none:
+            accepted += " or None"
+        shown = oct(mode) if isinstance(mode, int) and not isinstance(mode, bool) else repr(mode)
+        raise ValueError(f"{name} must be {accepted}, not {shown}")

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from collections import Counter
@@ -195,9 +196,14 @@ def put(
 
 def _size_or_fail(ctx: click.Context, path: str) -> int:
     try:
+        # Stat first: opening a FIFO would wait for a writer forever.
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            click.echo(f"Error: cannot read {path!r}: not a regular file", err=True)
+            ctx.exit(2)
         with open(path, "rb"):
             pass
-        return os.path.getsize(path)
+        return info.st_size
     except OSError as exc:
         click.echo(f"Error: cannot read {path!r}: {exc.strerror}", err=True)
         ctx.exit(2)
@@ -282,7 +288,7 @@ def stats(ctx: click.Context, top: int, as_json: bool) -> None:
     for relpath, size in _sizes(store):
         count += 1
         total += size
-        extension = os.path.splitext(relpath)[1] or "(none)"
+        extension = store.layout.stored_extension(relpath) or "(none)"
         by_extension[extension] += size
         files_by_extension[extension] += 1
         largest = sorted([*largest, (size, relpath)], reverse=True)[:top]
@@ -437,7 +443,7 @@ def migrate(
                 id, extension = parsed
             else:
                 id = _hash(path, target.algorithm)
-                extension = os.path.splitext(relpath)[1]
+                extension = store.layout.stored_extension(relpath)
             new_path = target.abspath(target.relpath(id, extension))
             if new_path == path:
                 progress.advance(size)

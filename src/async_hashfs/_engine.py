@@ -1,25 +1,35 @@
 """The only code that touches the disk: blocking, thread-safe, no event loop.
 
-A :class:`BlobWriter` hashes bytes while it writes them to a temp file in the
-root's own temp folder, then commits with one hard link into the content
+A :class:`BlobWriter` hashes bytes while it writes them to a temp file on the
+root's own file system, then commits with one hard link into the content
 address: the address holds nothing until the link, and the link is atomic.
 Two writers of the same bytes race on the link; the loser sees
 ``FileExistsError`` and reports a duplicate, so exactly one caller ever gets
 ``is_duplicate=False``.
+
+Where the OS allows it (Linux, ``O_TMPFILE``) the temp file has no name at
+all: it is opened in the root and linked straight into its address, so a
+killed writer leaves nothing, and no listing (ours, or an old HashFS's
+``files()`` and ``repair()``) can see a file still being written. Elsewhere
+it is a named file in the temp folder, locked while its writer lives
+(``flock``, where there is one) so that :meth:`Engine.gc` can tell abandoned
+ones apart; the temp folder goes away whenever it empties.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
+import importlib
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import IO, Any
 
 from ._address import HashAddress
@@ -33,7 +43,29 @@ CHUNK_SIZE = 1 << 20
 _TEMP_SUFFIX = ".tmp"
 #: gc() leaves an empty temp file this young alone (its writer may be about to lock it).
 _FRESH = 2.0
+#: Without ``flock``, gc() also removes a live process's temp file untouched this long.
+_STALE = 24 * 3600.0
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+#: What ``open(dir, O_TMPFILE)`` fails with where the file system or kernel lacks it.
+_TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
+_RETRIES = 16
+
+# Flags and calls some platforms lack (Windows: no fcntl, O_NOFOLLOW or
+# O_DIRECTORY, and O_BINARY is needed; macOS: no O_TMPFILE).
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _import_fcntl() -> ModuleType | None:
+    try:
+        return importlib.import_module("fcntl")
+    except ImportError:
+        return None
+
+
+_fcntl = _import_fcntl()
 
 
 def check_read_mode(mode: str) -> None:
@@ -46,6 +78,15 @@ def check_read_mode(mode: str) -> None:
         or len(set(mode)) != len(mode)
     ):
         raise ReadOnlyError(str(mode))
+
+
+class _LinkUnsupported(Exception):
+    """The file system cannot hard-link this file; the caller names it another way."""
+
+
+def _proc_fd(fd: int) -> str:
+    """The /proc path that names the file open as ``fd`` (Linux)."""
+    return f"/proc/self/fd/{fd}"
 
 
 def _write_all(fd: int, data: Any) -> None:
@@ -62,7 +103,7 @@ class StoredBlob:
     serving rules never touch a file system themselves.
     """
 
-    __slots__ = ("extension", "file", "id", "mtime", "relpath", "size")
+    __slots__ = ("_lock", "extension", "file", "id", "mtime", "relpath", "size")
 
     def __init__(
         self, file: IO[bytes], relpath: str, id: str, extension: str, size: int, mtime: float
@@ -73,10 +114,17 @@ class StoredBlob:
         self.extension = extension
         self.size = size
         self.mtime = mtime
+        self._lock = threading.Lock()
 
     def pread(self, size: int, offset: int) -> bytes:
-        """Return up to ``size`` bytes from ``offset``."""
-        return os.pread(self.file.fileno(), size, offset)
+        """Return up to ``size`` bytes from ``offset``; safe from several threads."""
+        pread = getattr(os, "pread", None)
+        if pread is not None:
+            data: bytes = pread(self.file.fileno(), size, offset)
+            return data
+        with self._lock:  # no pread (Windows): the position is shared state
+            self.file.seek(offset)
+            return self.file.read(size) or b""
 
     @property
     def closed(self) -> bool:
@@ -111,6 +159,7 @@ class BlobWriter:
         self._engine = engine
         self._hash = hashlib.new(engine.layout.algorithm)
         self.size = 0
+        # ``_path`` is None for a temp file without a name (O_TMPFILE).
         self._fd, self._path = engine._create_temp()
 
     def write(self, data: Any) -> None:
@@ -145,18 +194,46 @@ class BlobWriter:
         try:
             if engine.fsync:
                 os.fsync(self._fd)
-            is_duplicate = engine._link(self._path, abspath)
+            if self._path is None:
+                try:
+                    is_duplicate = engine._link_anonymous(self._fd, abspath)
+                except _LinkUnsupported:
+                    is_duplicate = engine._link(self._give_name(), abspath)
+            else:
+                is_duplicate = engine._link(self._path, abspath)
         finally:
             self.abort()
         return HashAddress(id, relpath, abspath, is_duplicate)
+
+    def _give_name(self) -> str:
+        """Copy the nameless temp file into a named one, for file systems that cannot link it.
+
+        Returns the new temp file's path.
+        """
+        engine = self._engine
+        engine._anonymous = False
+        fd, path = engine._create_named_temp()
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            while chunk := os.read(self._fd, CHUNK_SIZE):
+                _write_all(fd, chunk)
+            if engine.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            engine._remove_temp(path)
+            raise
+        os.close(self._fd)
+        self._fd, self._path = fd, path
+        return path
 
     def abort(self) -> None:
         """Close and remove the temp file; safe to call more than once."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path)
+            if self._path is not None:
+                self._engine._remove_temp(self._path)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -177,18 +254,18 @@ class Engine:
         max_size: int | None = None,
         fsync: bool = False,
     ) -> None:
-        if max_size is not None and (isinstance(max_size, bool) or max_size < 0):
-            raise ValueError(f"max_size must be a non-negative integer or None, not {max_size!r}")
         self.layout = layout
         self.fmode = fmode
         self.dmode = dmode
         self.max_size = max_size
         self.fsync = fsync
+        #: Whether nameless temp files work here; ``None`` until the first put finds out.
+        self._anonymous: bool | None = None
 
     # -- writing ---------------------------------------------------------
 
     def writer(self) -> BlobWriter:
-        """Start a new file in the temp folder."""
+        """Start a new temp file (nameless where the OS allows it)."""
         return BlobWriter(self)
 
     def put(
@@ -209,39 +286,143 @@ class Engine:
                 writer.write(chunk)
             return writer.commit(extension)
 
-    def _create_temp(self) -> tuple[int, str]:
-        name = f"{os.getpid()}-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
-        path = os.path.join(self.layout.temp_dir, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    def _create_temp(self) -> tuple[int, str | None]:
+        """Open a new temp file: ``(fd, None)`` without a name where possible, else named."""
+        if self._anonymous is not False:
+            fd = self._create_anonymous_temp()
+            if fd is not None:
+                return fd, None
+        return self._create_named_temp()
+
+    def _create_anonymous_temp(self) -> int | None:
+        o_tmpfile = getattr(os, "O_TMPFILE", None)
+        if o_tmpfile is None:
+            self._anonymous = False
+            return None
+        # In the root: on the root's file system, and never listed.
+        flags = o_tmpfile | os.O_RDWR | _O_CLOEXEC
+        for _ in range(_RETRIES):
+            try:
+                fd = os.open(self.layout.root, flags, 0o600)
+                break
+            except FileNotFoundError:
+                # With the default mode, as HashFS makes it (dmode is for shard folders).
+                with contextlib.suppress(FileExistsError):
+                    os.makedirs(self.layout.root)
+            except OSError as exc:
+                if exc.errno not in _TMPFILE_UNSUPPORTED:
+                    raise
+                self._anonymous = False
+                return None
+        else:
+            raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", self.layout.root)
         try:
-            fd = os.open(path, flags, 0o600)
-        except FileNotFoundError:
-            self.makepath(self.layout.temp_dir)
-            fd = os.open(path, flags, 0o600)
-        try:
-            # A live writer holds this lock; gc() only removes unlocked temp files.
-            # Blocking: gc() may hold it for a moment while it looks.
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._anonymous is None:
+                # The link step names the file through /proc; see that it is there.
+                try:
+                    os.stat(_proc_fd(fd))
+                except OSError:
+                    self._anonymous = False
+                    os.close(fd)
+                    return None
+                self._anonymous = True
             if self.fmode is not None:
                 os.fchmod(fd, self.fmode)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
+            raise
+        return fd
+
+    def _create_named_temp(self) -> tuple[int, str]:
+        name = f"{os.getpid()}-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        path = os.path.join(self.layout.temp_dir, name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
+        for _ in range(_RETRIES):
+            try:
+                fd = os.open(path, flags, 0o600)
+                break
+            except FileNotFoundError:
+                # Missing, or just removed by a writer that left it empty.
+                self.makepath(self.layout.temp_dir)
+        else:
+            raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", path)
+        try:
+            if _fcntl is not None:
+                # A live writer holds this lock; gc() only removes unlocked temp files.
+                # Blocking: gc() may hold it for a moment while it looks.
+                _fcntl.flock(fd, _fcntl.LOCK_EX)
+            if self.fmode is not None:
+                if hasattr(os, "fchmod"):
+                    os.fchmod(fd, self.fmode)
+                else:
+                    os.chmod(path, self.fmode)
+        except BaseException:
+            os.close(fd)
+            self._remove_temp(path)
             raise
         return fd, path
 
+    def _remove_temp(self, path: str) -> None:
+        """Remove a named temp file, and the temp folder when that leaves it empty."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        # Fails while other writers have files there; a writer that finds the
+        # folder gone makes it again (see _create_named_temp).
+        with contextlib.suppress(OSError):
+            os.rmdir(self.layout.temp_dir)
+
     def _link(self, temp: str, abspath: str) -> bool:
         """Give ``temp`` the name ``abspath`` unless taken; return whether it was."""
-        folder = os.path.dirname(abspath)
+
+        def link(folder: str, name: str) -> None:
+            os.link(temp, abspath)
+
+        try:
+            return self._commit(link, temp, abspath)
+        except _LinkUnsupported:
+            return self._rename_into(temp, abspath)
+
+    def _link_anonymous(self, fd: int, abspath: str) -> bool:
+        """Give the nameless temp file ``fd`` the name ``abspath`` unless taken.
+
+        Raises:
+            _LinkUnsupported: the file system cannot link it; name it another way.
+        """
+        source = _proc_fd(fd)
+
+        def link(folder: str, name: str) -> None:
+            dir_fd = os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+            try:
+                # With dst_dir_fd this is linkat(..., AT_SYMLINK_FOLLOW): it links
+                # the file /proc names, not the /proc entry (plain link() gives EXDEV).
+                os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            finally:
+                os.close(dir_fd)
+
+        return self._commit(link, source, abspath)
+
+    def _commit(self, link: Callable[[str, str], None], source: str, abspath: str) -> bool:
+        """Run ``link(folder, name)`` to make ``source`` ``abspath`` unless taken.
+
+        Returns whether ``abspath`` was taken.
+
+        Makes missing folders and retries when a concurrent delete removes
+        one midway. A link that already exists counts only when it is a
+        regular file (the bytes are there to be seen).
+
+        Raises:
+            _LinkUnsupported: the file system has no hard links.
+        """
+        folder, name = os.path.split(abspath)
         relpath = self.layout.inside(abspath)
         folders = relpath.split(os.sep)[:-1] if relpath else []
-        for _ in range(16):
+        for _ in range(_RETRIES):
             if folders and self._folder_is_not_real(folders):
                 raise NotADirectoryError(
                     errno.ENOTDIR, "a folder on the way is a symlink, not a folder", folder
                 )
             try:
-                os.link(temp, abspath)
+                link(folder, name)
             except FileExistsError:
                 try:
                     mode = os.lstat(abspath).st_mode
@@ -253,7 +434,7 @@ class Engine:
                     ) from None
                 return True
             except FileNotFoundError:
-                if not os.path.exists(temp):
+                if not os.path.exists(source):
                     raise
                 # The folder is missing, or a concurrent delete just removed it.
                 self.makepath(folder)
@@ -261,7 +442,7 @@ class Engine:
             except OSError as exc:
                 if exc.errno not in _LINK_UNSUPPORTED:
                     raise
-                return self._rename_into(temp, abspath)
+                raise _LinkUnsupported from exc
             if self.fsync:
                 self._fsync_dir(folder)
             return False
@@ -278,6 +459,8 @@ class Engine:
 
     @staticmethod
     def _fsync_dir(folder: str) -> None:
+        if os.name == "nt":
+            return  # Windows cannot open a folder to flush it; NTFS journals its names
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -413,7 +596,7 @@ class Engine:
         path = self.resolve(ref)
         if path is None:
             raise NotFound(ref)
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
         try:
             fd = os.open(path, flags)
         except FileNotFoundError as exc:
@@ -433,7 +616,8 @@ class Engine:
         if parsed is None or self.resolve_relpath(relpath) != relpath:
             return None
         try:
-            fd = os.open(self.layout.abspath(relpath), os.O_RDONLY | os.O_NOFOLLOW)
+            flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+            fd = os.open(self.layout.abspath(relpath), flags)
         except OSError:
             return None
         file = os.fdopen(fd, "rb", buffering=0)
@@ -565,13 +749,19 @@ class Engine:
         return self.hash_file(self.layout.abspath(relpath)) == self.layout.unshard(relpath)
 
     def corrupted(self, extensions: bool = True) -> Iterator[tuple[str, HashAddress]]:
-        """Yield ``(path, expected address)`` for each file not at its content address."""
+        """Yield ``(path, expected address)`` for each file not at its content address.
+
+        A file named by its id keeps its whole extension (``<id>.tar.gz``);
+        any other name its last suffix, as HashFS does.
+        """
         for path in self.files():
             try:
                 id = self.hash_file(path)
             except FileNotFoundError:
                 continue
-            extension = os.path.splitext(path)[1] if extensions else ""
+            extension = ""
+            if extensions:
+                extension = self.layout.stored_extension(self.layout.inside(path) or path)
             relpath = self.layout.relpath(id, extension)
             expected = self.layout.abspath(relpath)
             if expected != path:
@@ -594,12 +784,15 @@ class Engine:
         return repaired
 
     def gc(self, older_than: float | None = None) -> GCReport:
-        """Remove temp files no live writer holds and empty folders.
+        """Remove named temp files no live writer holds, and empty folders.
 
         A writer holds a lock on its temp file for as long as it lives, so a
         temp file whose lock can be taken was left by a process that died.
+        Where there is no ``flock`` (Windows), a temp file goes when the
+        process named in it is gone, or when nothing wrote to it for a day.
         Only temp files last modified more than ``older_than`` seconds ago go
-        (default 0: the locks protect live writers).
+        (default 0: the locks protect live writers). Nameless temp files
+        (``O_TMPFILE``) need none of this: they vanish with their writer.
         """
         report = GCReport()
         cutoff = time.time() - (older_than or 0.0)
@@ -609,11 +802,15 @@ class Engine:
             entries = []
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and self._is_abandoned(entry.path, cutoff):
-                with contextlib.suppress(FileNotFoundError):
+                # PermissionError: Windows keeps a file open elsewhere.
+                with contextlib.suppress(FileNotFoundError, PermissionError):
                     size = entry.stat(follow_symlinks=False).st_size
                     os.unlink(entry.path)
                     report.temp_files.append(entry.path)
                     report.temp_bytes += size
+        if entries:
+            with contextlib.suppress(OSError):  # not empty: a writer is at work
+                os.rmdir(self.layout.temp_dir)
         for folder, names in reversed(list(self.walk())):
             if folder != self.layout.root and not names:
                 try:
@@ -626,14 +823,19 @@ class Engine:
     @staticmethod
     def _is_abandoned(path: str, cutoff: float) -> bool:
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         except OSError:
             return False
+        pid = os.path.basename(path).split("-", 1)[0]
         try:
-            if os.fstat(fd).st_mtime > cutoff:
+            info = os.fstat(fd)
+            if info.st_mtime > cutoff:
                 return False
+            if _fcntl is None:
+                # No locks to ask: the writer's process is gone, or it stalled for a day.
+                return time.time() - info.st_mtime > _STALE or not _process_alive(pid)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
             info = os.fstat(fd)
@@ -641,15 +843,15 @@ class Engine:
             # has not taken its lock yet, unless the process named in the file
             # name is gone. Such a file is left for a later gc.
             fresh = info.st_size == 0 and time.time() - info.st_mtime < _FRESH
-            return not fresh or not _process_alive(os.path.basename(path).split("-", 1)[0])
+            return not fresh or not _process_alive(pid)
         finally:
             os.close(fd)
 
 
 def _process_alive(pid: str) -> bool:
     """Whether the process ``pid`` (a temp file's name prefix) still runs here."""
-    if not pid.isdigit():
-        return True
+    if not pid.isdigit() or os.name == "nt":
+        return True  # unknown; on Windows, os.kill(pid, 0) would end the process
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -4,7 +4,7 @@ Every exception also subclasses the builtin that code written for HashFS
 already catches, so ``except ValueError`` and ``except IOError`` keep working::
 
     HashFSError
-    ├── InvalidExtension     (ValueError)   extension is not a short safe token
+    ├── InvalidExtension     (ValueError)   extension is not made of short safe tokens
     ├── InvalidSource        (ValueError, TypeError)   put() cannot read the source
     ├── FileTooLarge         (ValueError)   put() went past max_size
     ├── ReadOnlyError        (ValueError)   open() asked for a write mode
@@ -30,11 +30,12 @@ class HashFSError(Exception):
 
 
 class InvalidExtension(HashFSError, ValueError):
-    """The extension is not 1-32 letters, digits or ``_+-`` after an optional dot."""
+    """The extension is not dot-separated tokens of letters, digits or ``_+-``."""
 
     def __init__(self, extension: object) -> None:
         super().__init__(
-            f"invalid extension {extension!r}: use 1-32 letters, digits, '_', '+' or '-', "
+            f"invalid extension {extension!r}: use tokens of 1-32 letters, digits, '_', '+' "
+            "or '-', separated by single dots ('gz', 'tar.gz'), at most 64 characters, "
             "optionally after one leading dot"
         )
         self.extension = extension

@@ -16,28 +16,65 @@ from hashfs.utils import shard as _hashfs_shard
 
 from ._exceptions import InvalidExtension
 
-__all__ = ["TEMP_DIRNAME", "Layout", "normalize_extension"]
+__all__ = ["TEMP_DIRNAME", "Layout", "is_hex", "normalize_extension", "split_name"]
 
 #: Folder under the root that holds files being written. Its name starts with a
 #: dot, so it can never collide with a shard folder (hex digits only).
 TEMP_DIRNAME = ".hashfs-tmp"
 
-_EXTENSION = re.compile(r"\.?[A-Za-z0-9_+\-]{1,32}")
+#: Dot-separated tokens of letters, digits and ``_+-`` (``gz``, ``tar.gz``), no leading dot.
+_EXTENSION = re.compile(r"[A-Za-z0-9_+\-]{1,32}(?:\.[A-Za-z0-9_+\-]{1,32})*")
+#: Longest extension ``put()`` accepts, leading dot excluded.
+MAX_EXTENSION = 64
 _HEX = frozenset("0123456789abcdef")
 
 
 def normalize_extension(extension: str | None) -> str:
-    """Return ``extension`` as stored on disk: ``""`` or a dot and a safe token.
+    """Return ``extension`` as stored on disk: ``""`` or a dot and safe tokens.
+
+    Accepts what HashFS stores, multi-dot included (``"tar.gz"`` and
+    ``".tar.gz"`` both give ``".tar.gz"``), as long as it cannot leave its
+    folder or confuse a shell or a URL.
 
     Raises:
-        InvalidExtension: when it is not 1-32 letters, digits or ``_+-``
-            after an optional leading dot.
+        InvalidExtension: when it is not dot-separated tokens of 1-32
+            letters, digits or ``_+-`` (at most 64 characters) after an
+            optional leading dot.
     """
     if extension is None or extension == "":
         return ""
-    if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
+    if not isinstance(extension, str):
         raise InvalidExtension(extension)
-    return extension if extension.startswith(".") else "." + extension
+    bare = extension[1:] if extension.startswith(".") else extension
+    if len(bare) > MAX_EXTENSION or not _EXTENSION.fullmatch(bare):
+        raise InvalidExtension(extension)
+    return "." + bare
+
+
+def is_hex(value: str) -> bool:
+    """Return whether ``value`` is a non-empty lowercase hex string, as hex digests are."""
+    return bool(value) and _HEX.issuperset(value)
+
+
+def split_name(relpath: str) -> tuple[str, str]:
+    """Split a path relative to the root into its id part and its extension.
+
+    The id part is the shard folders joined with the file name up to its
+    first dot; the extension is the rest of the name, dot included
+    (``a/b/cdef.tar.gz`` gives ``("abcdef", ".tar.gz")``). A content
+    address's id is never split at a later dot, as ``os.path.splitext`` would.
+    """
+    folders, _, name = relpath.rpartition(os.sep)
+    head, dot, extension = name.partition(".")
+    return folders.replace(os.sep, "") + head, dot + extension
+
+
+def _algorithm_error(algorithm: object, problem: str) -> str:
+    fixed = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
+    return (
+        f"algorithm {algorithm!r} {problem}: use a hashlib algorithm with a fixed digest "
+        f"size ({', '.join(fixed)}, or another of hashlib.algorithms_available)"
+    )
 
 
 @dataclass(frozen=True)
@@ -62,13 +99,13 @@ class Layout:
         for name in ("depth", "width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
         try:
             digest = hashlib.new(self.algorithm)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"unknown hash algorithm {self.algorithm!r}") from exc
+            raise ValueError(_algorithm_error(self.algorithm, "unknown")) from exc
         if digest.digest_size == 0:
-            raise ValueError(f"hash algorithm {self.algorithm!r} has no fixed digest size")
+            raise ValueError(_algorithm_error(self.algorithm, "has no fixed digest size"))
         object.__setattr__(self, "digest_length", digest.digest_size * 2)
         sep = "/" if self.is_url else os.sep
         prefix = self.root if self.root.endswith(sep) else self.root + sep
@@ -83,7 +120,7 @@ class Layout:
 
     def is_id(self, value: str) -> bool:
         """Return whether ``value`` is a hex digest of this store's algorithm."""
-        return len(value) == self.digest_length and _HEX.issuperset(value)
+        return len(value) == self.digest_length and is_hex(value)
 
     def shard(self, id: str) -> list[str]:
         """Split ``id`` into ``depth`` folders of ``width`` characters and the rest."""
@@ -99,8 +136,25 @@ class Layout:
         return self._prefix + relpath
 
     def unshard(self, relpath: str) -> str:
-        """Return the id a path relative to the root names (HashFS's rule)."""
-        return os.path.splitext(relpath)[0].replace(os.sep, "")
+        """Return the id a path relative to the root names.
+
+        HashFS's rule (folders and name joined, extension dropped), except
+        that the extension starts at the name's first dot, so that
+        ``<id>.tar.gz`` names ``<id>``.
+        """
+        return split_name(relpath)[0]
+
+    def stored_extension(self, relpath: str) -> str:
+        """Return the extension a stored file keeps when it moves to its content address.
+
+        A name that starts with an id of this store keeps all it has after
+        it (``.tar.gz``); any other name keeps its last suffix only, as
+        HashFS does (``photo.v2.jpg`` gives ``.jpg``).
+        """
+        id, extension = split_name(relpath)
+        if self.is_id(id):
+            return extension
+        return os.path.splitext(relpath.rpartition(os.sep)[2])[1]
 
     def parse_address(self, relpath: str) -> tuple[str, str] | None:
         """Return ``(id, extension)`` when ``relpath`` is exactly a content address.
@@ -110,13 +164,14 @@ class Layout:
         file, a traversal) gives ``None``.
         """
         parts = relpath.split(os.sep)
-        head, _, extension = parts[-1].partition(".")
-        digest = "".join(parts[:-1]) + head
+        digest, extension = split_name(relpath)
         if not self.is_id(digest) or parts[:-1] != self.shard(digest)[:-1]:
             return None
-        if extension and not _EXTENSION.fullmatch(extension):
+        if extension and (
+            len(extension) > MAX_EXTENSION + 1 or not _EXTENSION.fullmatch(extension[1:])
+        ):
             return None
-        return digest, "." + extension if extension else ""
+        return digest, extension
 
     # -- references ------------------------------------------------------
 

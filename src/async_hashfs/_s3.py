@@ -938,8 +938,7 @@ class S3Engine:
                 id = self.hash_file(relpath)
             except (FileNotFoundError, NotFoundError):
                 continue
-            name = relpath.rpartition("/")[2]
-            extension = "." + name.partition(".")[2] if extensions and "." in name else ""
+            extension = self.layout.stored_extension(relpath) if extensions else ""
             expected = self.layout.relpath(id, extension)
             if expected != relpath:
                 yield (

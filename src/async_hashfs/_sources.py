@@ -8,6 +8,7 @@ and read by the async store.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import io
 import os
@@ -76,10 +77,19 @@ async def async_reader(src: Any) -> AsyncGenerator[Any, None]:
 
 def _as_bytes(chunk: object) -> Any:
     if isinstance(chunk, _BYTES_LIKE):
-        return chunk
+        return _contiguous(chunk)
     if isinstance(chunk, str):
         return chunk.encode("utf-8")
     raise InvalidSource(f"put() source yielded {type(chunk).__name__}, expected bytes")
+
+
+def _contiguous(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """Return ``data``, refusing a memoryview that is not one contiguous run of bytes."""
+    if isinstance(data, memoryview) and not data.c_contiguous:
+        raise InvalidSource(
+            "put() cannot hash a non-contiguous memoryview; pass view.tobytes() instead"
+        )
+    return data
 
 
 @contextmanager
@@ -88,14 +98,18 @@ def blocking_chunks(src: object) -> Iterator[Iterable[Any]]:
 
     A path is opened and closed here. A file object is read from its start and
     put back where it was, as HashFS does; one that cannot seek is read from
-    where it is. Text is encoded as UTF-8.
+    where it is. A text file gives the UTF-8 encoding of what it reads (as
+    HashFS stores it), so its newlines and encoding may differ from the bytes
+    on disk; a path or a binary file gives the bytes as they are.
 
     Raises:
-        InvalidSource: ``src`` is not something ``put()`` reads, or a path
-            that is not a regular file.
+        InvalidSource: ``src`` is not something ``put()`` reads: a path that
+            is not a regular file (a FIFO, device, socket or folder, refused
+            without waiting), a closed file, a text file that cannot be
+            decoded, or a non-contiguous memoryview.
     """
     if isinstance(src, _BYTES_LIKE):
-        yield (src,)
+        yield (_contiguous(src),)
         return
     if isinstance(src, (str, os.PathLike)):
         with _open_path(src) as file:
@@ -110,6 +124,8 @@ def blocking_chunks(src: object) -> Iterator[Iterable[Any]]:
     if hasattr(src, "read"):
         if inspect.iscoroutinefunction(src.read):
             raise InvalidSource("an async file needs the async store: await AsyncHashFS.put()")
+        if getattr(src, "closed", False) is True:
+            raise InvalidSource(f"put() cannot read a closed file: {src!r}")
         with _rewound(src):
             yield _read_chunks(src)
         return
@@ -121,15 +137,43 @@ def blocking_chunks(src: object) -> Iterator[Iterable[Any]]:
     raise source_error(src)
 
 
+#: Opening a FIFO without O_NONBLOCK waits for a writer; with it, it returns at once.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
 @contextmanager
 def _open_path(path: str | os.PathLike[str]) -> Iterator[io.FileIO]:
+    name = os.fsdecode(path)
+    if not hasattr(os, "O_NONBLOCK"):
+        # No FIFOs to wait on there, but check the kind before opening all the same.
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidSource(f"{name!r} is not a file") from exc
+        if not stat.S_ISREG(mode):
+            raise InvalidSource(f"{name!r} is not a regular file")
     try:
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        fd = os.open(path, _OPEN_FLAGS)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise InvalidSource(f"{os.fsdecode(path)!r} is not a file") from exc
-    with file:
-        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-            raise InvalidSource(f"{os.fsdecode(path)!r} is not a regular file")
+        raise InvalidSource(f"{name!r} is not a file") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO nobody reads
+            raise InvalidSource(f"{name!r} is not a regular file") from exc
+        raise
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise InvalidSource(f"{name!r} is not a regular file")
+    with open(fd, "rb", buffering=0) as file:
         yield file
 
 
@@ -158,5 +202,13 @@ def _read_chunks(file: Any) -> Iterator[Any]:
         while n := readinto(buffer):
             yield view[:n]
         return
-    while chunk := file.read(CHUNK_SIZE):
-        yield _as_bytes(chunk)
+    try:
+        while chunk := file.read(CHUNK_SIZE):
+            yield _as_bytes(chunk)
+    except UnicodeDecodeError as exc:
+        encoding = getattr(file, "encoding", None) or "its encoding"
+        raise InvalidSource(
+            f"put() cannot decode the text file {getattr(file, 'name', file)!r} as "
+            f"{encoding} ({exc.reason} at byte {exc.start}); open it in binary mode ('rb') "
+            "to store its bytes as they are"
+        ) from exc

@@ -140,7 +140,9 @@ class AsyncHashFS(BaseHashFS):
     while they wait to be written (default 32 MiB; ``fs.budget`` counts them).
 
     Raises:
-        ValueError: ``upload_memory`` is not a positive byte count.
+        ValueError: an argument is of the wrong kind or out of range (a
+            ``limiter`` of 0 threads would make every operation wait forever;
+            ``upload_memory`` must be a positive byte count).
     """
 
     def __init__(
@@ -158,6 +160,15 @@ class AsyncHashFS(BaseHashFS):
         limiter: anyio.CapacityLimiter | int | None = None,
         upload_memory: int = DEFAULT_UPLOAD_MEMORY,
     ) -> None:
+        if not (
+            limiter is None
+            or isinstance(limiter, anyio.CapacityLimiter)
+            or (isinstance(limiter, int) and not isinstance(limiter, bool) and limiter >= 1)
+        ):
+            raise ValueError(
+                "limiter must be an anyio.CapacityLimiter, a number of worker threads "
+                f"(an integer >= 1) or None, not {limiter!r}"
+            )
         super().__init__(
             root,
             depth,
@@ -199,11 +210,18 @@ class AsyncHashFS(BaseHashFS):
         iterable of bytes, an async iterable of bytes (Quart's
         ``request.body``), an async file (aiofiles, anyio) or a Werkzeug or
         Quart ``FileStorage``. A file object is read from its start and put
-        back where it was.
+        back where it was. A path or a binary file is stored byte for byte; a
+        text-mode file is stored as the UTF-8 of what it reads, as HashFS does
+        (its newlines become ``\\n``, a ``latin-1`` file becomes UTF-8), so its
+        id can differ from the path's. ``extension`` may have several dots
+        (``"tar.gz"``), as with HashFS.
 
         Raises:
-            InvalidExtension: ``extension`` is not a safe token (nothing read).
-            InvalidSource: ``src`` cannot be read.
+            InvalidExtension: ``extension`` is not made of safe tokens (nothing read).
+            InvalidSource: ``src`` cannot be read (a ``ValueError``): a path that
+                is not a regular file (a FIFO, device, socket or folder, refused
+                at once), a closed file, a text file that does not decode, a
+                non-contiguous memoryview.
             FileTooLarge: ``src`` went past ``max_size``.
             OSError: the disk failed. In every case nothing is stored and no
                 temp file is left.

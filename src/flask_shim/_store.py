@@ -28,11 +28,18 @@ class SyncHashFS(BaseHashFS):
 
         ``file`` is bytes-like, a path, a binary or text file object, an
         iterable of bytes or a Werkzeug ``FileStorage``. A file object is read
-        from its start and put back where it was, as HashFS does.
+        from its start and put back where it was, as HashFS does. A path or a
+        binary file is stored byte for byte; a text-mode file is stored as the
+        UTF-8 of what it reads, as HashFS does (its newlines become ``\\n``, a
+        ``latin-1`` file becomes UTF-8), so its id can differ from the path's.
+        ``extension`` may have several dots (``"tar.gz"``), as with HashFS.
 
         Raises:
-            InvalidExtension: ``extension`` is not a safe token (nothing read).
-            InvalidSource: ``file`` cannot be read (a ``ValueError``).
+            InvalidExtension: ``extension`` is not made of safe tokens (nothing read).
+            InvalidSource: ``file`` cannot be read (a ``ValueError``): a path that
+                is not a regular file (a FIFO, device, socket or folder, refused
+                at once), a closed file, a text file that does not decode, a
+                non-contiguous memoryview.
             FileTooLarge: ``file`` went past ``max_size``.
             OSError: the disk failed. In every case nothing is stored and no
                 temp file is left.
