@@ -16,7 +16,7 @@ from anyio import CapacityLimiter
 from hashfs import HashFS
 
 from ._address import HashAddress
-from ._http import PresenceCache
+from ._presence import PresenceCache
 
 __all__ = [
     "DEFAULTS",
@@ -370,7 +370,7 @@ class AppState(dict[str, Any]):
         )
         self.settings = settings
         self.store = store
-        #: Files served moments ago, for revalidations without a disk hop.
+        #: Files answered 304 from the disk, for revalidations without a thread hop.
         self.presence = PresenceCache()
 
     @property
