@@ -468,7 +468,7 @@ class ExtensionBase:
 
     @property
     def root(self) -> str:
-        """The store's root: an absolute folder path or an ``s3://`` URL."""
+        """The store's root, an absolute folder path or an ``s3://`` URL."""
         root: str = self._state.store.root
         return root
 
@@ -492,7 +492,7 @@ class ExtensionBase:
 
     @property
     def fmode(self) -> int | None:
-        """Permission bits of stored files (``None``: left at ``0o600``)."""
+        """Permission bits of stored files, or ``None`` to leave them at ``0o600``."""
         fmode: int | None = self._state.store.fmode
         return fmode
 
