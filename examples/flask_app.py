@@ -1,6 +1,11 @@
 """Demo: the same app on Flask, through ``flask_shim.FlaskHashFS``.
 
-Run ``python examples/flask_app.py`` and open http://127.0.0.1:5001/.
+In a checkout, once ``python3 dev.py demo`` (or ``test``) has made ``.venv``,
+run ``.venv/bin/python examples/flask_app.py``; with ``async-hashfs[flask]``
+installed, ``python examples/flask_app.py``. Then open
+http://127.0.0.1:5001/. Settings come from environment variables:
+``HASHFS_ROOT_FOLDER`` (default ``./demo-store-flask``, apart from the Quart
+demo's) and ``PORT`` (5001).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def create_app(root: str | None = None) -> Flask:
     """Build the demo app on a store at ``root``."""
     app = Flask(__name__)
     app.config.update(
-        HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store"),
+        HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store-flask"),
         HASHFS_PATH_PREFIX="/files",
         HASHFS_MAX_SIZE=1 << 30,
         HASHFS_SERVE=True,  # the extension serves /files/<relpath> (ETag, Range, 304)
@@ -71,7 +76,7 @@ def create_app(root: str | None = None) -> Flask:
                         "duplicate": u.address.is_duplicate,
                         "url": fs.url_for(u.address),
                     }
-                    for u in uploads.files.values()
+                    for _, u in uploads.files.items(multi=True)
                 ]
             }
         return redirect(url_for("index"))

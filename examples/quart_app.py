@@ -1,6 +1,8 @@
 """Demo: a Quart app storing uploads in a local folder store.
 
-Run ``python3 dev.py demo`` (or ``python examples/quart_app.py``) and open
+Run ``python3 dev.py demo`` in a checkout (or, once that has made ``.venv``,
+``.venv/bin/python examples/quart_app.py``; with ``async-hashfs[quart]``
+installed, ``python examples/quart_app.py``) and open
 http://127.0.0.1:5000/. Settings come from environment variables:
 ``HASHFS_ROOT_FOLDER`` (default ``./demo-store``) and ``PORT`` (5000).
 """
@@ -122,7 +124,7 @@ def create_app(root: str | None = None) -> Quart:
                         "duplicate": u.address.is_duplicate,
                         "url": fs.url_for(u.address),
                     }
-                    for u in uploads.files.values()
+                    for _, u in uploads.files.items(multi=True)
                 ]
             }
         return redirect(url_for("index"))

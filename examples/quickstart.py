@@ -1,6 +1,9 @@
 """Store a few files in a local folder store and read them back.
 
-Run with ``python3 dev.py demo``; the store lives in ``./demo-store``.
+Run ``python examples/quickstart.py`` with async-hashfs installed; in a
+checkout, ``.venv/bin/python examples/quickstart.py`` once ``python3 dev.py
+test`` (or ``demo``) has made ``.venv``. The store lives in
+``./quickstart-store``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from async_hashfs import AsyncHashFS
 
 
 async def main() -> None:
-    fs = AsyncHashFS("demo-store", max_size=64 << 20)
+    fs = AsyncHashFS("quickstart-store", max_size=64 << 20)
     hello = await fs.put(b"hello, content-addressed world\n", extension="txt")
     again = await fs.put(b"hello, content-addressed world\n", extension="txt")
     print(f"stored  {hello.relpath}  (duplicate: {hello.is_duplicate})")

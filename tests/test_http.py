@@ -244,29 +244,6 @@ def test_download_name_and_offload() -> None:
     assert "Content-Length" not in result.headers
 
 
-def test_presence_cache_answers_revalidations_of_files_seen_moments_ago() -> None:
-    from async_hashfs._http import PresenceCache
-
-    cache = PresenceCache(ttl=60)
-    full = plan().headers
-    cache.seen("rel", full)
-    lookup = {"If-None-Match": f'"x", W/{ETAG}'}
-    headers = cache.not_modified("rel", "GET", lookup.get)
-    assert headers == plan(If_None_Match=ETAG).headers  # what the slow path answers
-    assert cache.not_modified("rel", "HEAD", lookup.get) == headers
-    assert cache.not_modified("rel", "POST", lookup.get) is None
-    assert cache.not_modified("other", "GET", lookup.get) is None
-    assert cache.not_modified("rel", "GET", {"If-None-Match": '"x"'}.get) is None
-    assert cache.not_modified("rel", "GET", {}.get) is None
-    with_if_match = {"If-None-Match": ETAG, "If-Match": '"x"'}
-    assert cache.not_modified("rel", "GET", with_if_match.get) is None  # 412 comes first
-    cache.forget()
-    assert cache.not_modified("rel", "GET", lookup.get) is None
-    expired = PresenceCache(ttl=0)
-    expired.seen("rel", full)
-    assert expired.not_modified("rel", "GET", lookup.get) is None
-
-
 @pytest.mark.parametrize(
     "header", ["bytes=\u00b2-", "bytes=" + "1" * 5000 + "-", "bytes=0-\u00b9"]
 )

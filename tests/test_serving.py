@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from flask import Flask
 from quart import Quart
 from werkzeug.datastructures import Headers
 
+import async_hashfs._quart
 from async_hashfs import HashAddress, QuartHashFS
 from async_hashfs._config import url_for
 from async_hashfs._http import SMALL_BODY
@@ -348,4 +350,58 @@ def test_revalidation_after_delete_is_404(harness: Harness, stored: HashAddress)
     else:
         with harness.app.app_context():
             extension.delete(stored.id)
+    assert harness.request(url, etag)[0] == 404
+
+
+def _backdate_folders(root: Path, relpath: str) -> None:
+    """Set the mtime of the root and of each folder down to ``relpath`` a minute back.
+
+    The presence cache only trusts folders untouched for a moment, so that a
+    change in the same clock tick as its look cannot go unseen.
+    """
+    old = time.time() - 60
+    folder = root
+    os.utime(folder, (old, old))
+    for name in relpath.split("/")[:-1]:
+        folder = folder / name
+        os.utime(folder, (old, old))
+
+
+@pytest.mark.parametrize(
+    "change", ["removed", "renamed away", "folder renamed", "deleted by another store"]
+)
+def test_revalidation_after_an_out_of_band_change_is_404(
+    harness: Harness,
+    stored: HashAddress,
+    root: Path,
+    tmp_path: Path,
+    change: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another worker, the command line or a person changes the store: the
+    # next revalidation must not be a 304 from what this process saw before.
+    url = harness.url(stored)
+    etag = {"If-None-Match": f'"{DATA_ID}"'}
+    _backdate_folders(root, stored.relpath)
+    assert harness.request(url, etag)[0] == 304
+    if harness.framework == "quart":  # the answer comes from the presence cache, no disk hop
+        prepared: list[str] = []
+        real = async_hashfs._quart.prepare
+
+        def counting(*args: Any) -> Any:
+            prepared.append(args[1])
+            return real(*args)
+
+        monkeypatch.setattr(async_hashfs._quart, "prepare", counting)
+        assert harness.request(url, etag)[0] == 304
+        assert prepared == []
+    parts = stored.relpath.split("/")
+    if change == "removed":
+        os.remove(root / stored.relpath)
+    elif change == "renamed away":
+        os.rename(root / stored.relpath, tmp_path / "elsewhere")
+    elif change == "folder renamed":
+        os.rename(root / parts[0] / parts[1], root / parts[0] / "moved")
+    else:
+        SyncHashFS(root).delete(stored.id)
     assert harness.request(url, etag)[0] == 404

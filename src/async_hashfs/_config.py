@@ -16,7 +16,7 @@ from anyio import CapacityLimiter
 from hashfs import HashFS
 
 from ._address import HashAddress
-from ._http import PresenceCache
+from ._presence import PresenceCache
 
 __all__ = [
     "DEFAULTS",
@@ -375,7 +375,7 @@ class AppState(dict[str, Any]):
         )
         self.settings = settings
         self.store = store
-        #: Files served moments ago, for revalidations without a disk hop.
+        #: Files answered 304 from the disk, for revalidations without a thread hop.
         self.presence = PresenceCache()
 
     @property
@@ -473,7 +473,7 @@ class ExtensionBase:
 
     @property
     def root(self) -> str:
-        """The store's root: an absolute folder path or an ``s3://`` URL."""
+        """The store's root, an absolute folder path or an ``s3://`` URL."""
         root: str = self._state.store.root
         return root
 
@@ -497,7 +497,7 @@ class ExtensionBase:
 
     @property
     def fmode(self) -> int | None:
-        """Permission bits of stored files (``None``: left at ``0o600``)."""
+        """Permission bits of stored files, or ``None`` to leave them at ``0o600``."""
         fmode: int | None = self._state.store.fmode
         return fmode
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -27,7 +26,6 @@ __all__ = [
     "ACTIVE_TYPES",
     "CONDITIONAL_HEADERS",
     "Prepared",
-    "PresenceCache",
     "prepare",
     "redirect_plan",
     "CACHE_CONTROL",
@@ -66,6 +64,8 @@ class Prepared:
     plan: Plan
     body: bytes = b""
     blob: Any = None
+    #: What ``observe`` returned for a 304 (see :func:`prepare`).
+    witness: Any = None
 
 
 def prepare(
@@ -78,6 +78,7 @@ def prepare(
     verify: bool = False,
     redirect: bool = False,
     head_body: bool = False,
+    observe: Callable[[Any], Any] | None = None,
 ) -> Prepared | None:
     """Open, plan and, for small or empty bodies, read and close: one blocking call.
 
@@ -86,7 +87,8 @@ def prepare(
     holds the request's :data:`CONDITIONAL_HEADERS`; ``head_body`` is
     :func:`plan_response`'s. ``None`` when ``relpath`` is not a stored
     content address. The blob is left open only for a body larger than
-    :data:`SMALL_BODY`.
+    :data:`SMALL_BODY`. For a 304, ``observe(blob)`` runs while the blob is
+    open and its result is the answer's ``witness``.
 
     Raises:
         CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
@@ -102,11 +104,12 @@ def prepare(
         if plan.end - plan.start > SMALL_BODY:
             return Prepared(plan, blob=blob)
         body = blob.pread(plan.end - plan.start, plan.start) if plan.has_body else b""
+        witness = observe(blob) if observe is not None and plan.status == 304 else None
     except BaseException:
         blob.close()
         raise
     blob.close()
-    return Prepared(plan, body)
+    return Prepared(plan, body, witness=witness)
 
 
 #: Types a browser runs (script in the bucket's origin): a redirect makes them downloads.
@@ -241,53 +244,6 @@ class Plan:
     @property
     def has_body(self) -> bool:
         return self.end > self.start
-
-
-class PresenceCache:
-    """Content addresses found on disk moments ago: a revalidation answered without a disk hop.
-
-    A stored file never changes, so the one thing such a 304 can get wrong is
-    a file deleted since it was seen. Entries live ``ttl`` seconds, and
-    :meth:`forget` drops them all at once (the extensions call it on delete).
-    """
-
-    def __init__(self, ttl: float = 5.0, size: int = 65536) -> None:
-        self._ttl = ttl
-        self._size = size
-        self._entries: dict[str, tuple[float, dict[str, str]]] = {}
-
-    def seen(self, relpath: str, headers: dict[str, str]) -> None:
-        """Remember that ``relpath`` was served with ``headers``."""
-        if "ETag" not in headers:  # a redirect: the bytes were never looked at
-            return
-        if len(self._entries) >= self._size:
-            self._entries.clear()
-        self._entries[relpath] = (time.monotonic() + self._ttl, _short(headers))
-
-    def not_modified(
-        self, relpath: str, method: str, header: Callable[[str], str | None]
-    ) -> dict[str, str] | None:
-        """Return the 304 headers when the request revalidates a file seen moments ago."""
-        entry = self._entries.get(relpath)
-        if entry is None or method not in ("GET", "HEAD"):
-            return None
-        expires, headers = entry
-        if_none_match = header("If-None-Match")
-        if (
-            if_none_match is None
-            or header("If-Match") is not None
-            or header("If-Unmodified-Since") is not None
-            or not _weak_match(_etags(if_none_match), headers["ETag"])
-        ):
-            return None
-        if time.monotonic() > expires:
-            del self._entries[relpath]
-            return None
-        return headers
-
-    def forget(self) -> None:
-        """Drop every entry (a file may have been deleted)."""
-        self._entries.clear()
 
 
 def _etags(header: str) -> list[str]:

@@ -15,6 +15,7 @@ TCP pushes back on the clients); the limit counts every byte.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal, overload
@@ -29,6 +30,7 @@ from ._config import DEFAULTS, EXTENSION, AppState, ExtensionBase, register
 from ._engine import GCReport
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
+from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
@@ -298,7 +300,9 @@ async def _serve_file(relpath: str) -> Response:
     """The serving route: a stored file by its content address, with HTTP's file rules.
 
     Opening, planning and (for a small or empty body) reading and closing
-    take one worker-thread hop; a large body streams one hop per MiB.
+    take one worker-thread hop; a large body streams one hop per MiB. A
+    revalidation of a file answered 304 before takes no hop while the
+    folders down to it are unchanged (``_presence``).
     """
     state: AppState = current_app.extensions[EXTENSION]
     store: AsyncHashFS = state.store
@@ -326,6 +330,7 @@ async def _serve_file(relpath: str) -> Response:
             # A server drops a HEAD's body, so reading the file for it is waste;
             # Quart's test client instead rebuilds Content-Length from the body.
             _TEST_CLIENT_SCOPE in request.scope,
+            functools.partial(witness, store.root, relpath),
         )
     except CorruptFile as exc:
         logger.error("refusing to serve a corrupt file: %s", exc)
@@ -333,7 +338,7 @@ async def _serve_file(relpath: str) -> Response:
     if prepared is None:
         abort(404)
     plan = prepared.plan
-    state.presence.seen(relpath, plan.headers)
+    state.presence.seen(relpath, plan.headers, prepared.witness)
     body: Any = (
         _FileBody(store, prepared.blob, plan.start, plan.end)
         if prepared.blob is not None
