@@ -12,7 +12,6 @@ cannot be used (credentials, bucket, server), said in one line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -444,14 +443,11 @@ def migrate(
             else:
                 id = _hash(path, target.algorithm)
                 extension = store.layout.stored_extension(relpath)
-            new_path = target.abspath(target.relpath(id, extension))
-            if new_path == path:
+            new_relpath = target.relpath(id, extension)
+            if new_relpath == relpath:
                 progress.advance(size)
                 continue  # already at its new address: never unlink its only name
-            store._engine._link(path, new_path)
-            with contextlib.suppress(FileNotFoundError):  # the rename fallback moved it
-                os.remove(path)
-            store._engine.remove_empty(os.path.dirname(path))
+            store._engine.move(relpath, new_relpath)
             moved += 1
             progress.advance(size)
     finally:
