@@ -425,3 +425,130 @@ def test_swaps_never_lead_repair_outside(scene: SwapScene) -> None:
         assert Path(path).read_bytes() != SECRET
     assert fs.get(scene.stored.id) == scene.stored
     assert_store_sound(scene.root)
+
+
+# -- issue 11, item 5: a put racing the delete of the same bytes -----------------------
+
+
+@pytest.mark.parametrize("temp", ["nameless", "named"])
+def test_put_outlasts_deletes_removing_its_folder_again_and_again(
+    root: Path, monkeypatch: pytest.MonkeyPatch, temp: str
+) -> None:
+    # A delete's remove_empty takes the new folders away between their making and
+    # the link, 40 times over (the engine used to give up after 16).
+    fs = SyncHashFS(root)
+    if temp == "named":
+        force_named_temp(fs._engine)
+    folder = os.path.dirname(
+        fs.layout.abspath(fs.layout.relpath(hashlib.sha256(DATA).hexdigest()))
+    )
+    real_link = os.link
+    removed = 0
+
+    def racing_link(*args: object, **kwargs: object) -> None:
+        nonlocal removed
+        if removed < 40 and os.path.isdir(folder):
+            removed += 1
+            fs.remove_empty(folder)
+        real_link(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", racing_link)
+    address = fs.put(DATA)
+    assert removed == 40
+    assert not address.is_duplicate
+    assert Path(address.abspath).read_bytes() == DATA
+    assert temp_files(root) == []
+
+
+def test_put_gives_up_only_when_the_race_lasts(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import async_hashfs._engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_RACE_PATIENCE", 0.3)
+    fs = SyncHashFS(root)
+    folder = os.path.dirname(
+        fs.layout.abspath(fs.layout.relpath(hashlib.sha256(DATA).hexdigest()))
+    )
+    real_link = os.link
+    attempts = 0
+
+    def racing_link(*args: object, **kwargs: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        fs.remove_empty(folder)
+        real_link(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", racing_link)
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError, match=r"folder kept disappearing for 0\.3 s"):
+        fs.put(DATA)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert attempts > 16
+    assert temp_files(root) == [] and stored_files(root) == []
+
+
+#: Puts and deletes the same bytes from 16 threads until the deadline; prints
+#: how many puts, how many errors, and the first errors.
+CROWD = textwrap.dedent(
+    """
+    import sys, threading, time
+    from flask_shim import SyncHashFS
+
+    fs = SyncHashFS(sys.argv[1])
+    deadline = time.monotonic() + float(sys.argv[2])
+    errors, puts = [], [0]
+
+    def work():
+        while time.monotonic() < deadline:
+            try:
+                address = fs.put(b"the same bytes" * 100, "bin")
+                puts[0] += 1
+                fs.delete(address.id)
+            except BaseException as exc:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    print(puts[0], len(errors), *errors[:5], sep="\\n")
+    """
+)
+
+
+#: Keeps one CPU busy for the given seconds.
+BUSY = (
+    "import sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass"
+)
+
+
+def test_puts_and_deletes_of_the_same_bytes_under_cpu_contention(
+    root: Path, tmp_path: Path
+) -> None:
+    # As the issue measured: two busy loops beside, puts and deletes racing.
+    script = tmp_path / "crowd.py"
+    script.write_text(CROWD)
+    seconds = 3.0
+    busy = [
+        subprocess.Popen([sys.executable, "-c", BUSY, str(seconds)], stdout=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    crowd = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(root), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        results = [process.communicate(timeout=120)[0].splitlines() for process in crowd]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    for puts, failed, *errors in results:
+        assert int(puts) > 50
+        assert int(failed) == 0, errors
+    assert_store_sound(root)

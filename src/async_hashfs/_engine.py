@@ -203,8 +203,13 @@ def foreign_layout(
     """
     shape = layout.foreign_shape(relpath)
     if shape is not None:
+        candidates = sorted(shape.algorithms, key=lambda a: a != layout.algorithm)
+        found = next(
+            (a for a in candidates if (id if a == layout.algorithm else rehash(a)) == shape.id),
+            None,
+        )
         return (
-            f"it sits at a content address of another layout ({shape.describe()}), "
+            f"it sits at a content address of another layout ({shape.describe(found)}), "
             f"not of this store's ({layout.describe()})"
         )
     parsed = layout.parse_address(relpath)
@@ -233,6 +238,25 @@ class RepairReport(list[tuple[str, HashAddress]]):
         super().__init__()
         self.refused: list[tuple[str, str]] = []
         self.relaid: list[tuple[str, str]] = []
+
+    def log(self, layout: Layout) -> None:
+        """Warn, on the ``async_hashfs`` logger, of what a caller may not have expected."""
+        if self.relaid:
+            logger.warning(
+                "repair moved %d files from another layout's content addresses into this "
+                "store's (%s); if another store uses that layout in %s, they are gone from it. "
+                "The first: %s: %s",
+                len(self.relaid),
+                layout.describe(),
+                layout.root,
+                *self.relaid[0],
+            )
+        if self.refused:
+            logger.warning(
+                "repair left %d misplaced files where they are. The first: %s: %s",
+                len(self.refused),
+                *self.refused[0],
+            )
 
 
 class StoredBlob:
@@ -1140,22 +1164,7 @@ class Engine:
                     report.relaid.append((path, reason))
             if note is not None:
                 report.refused.append((path, note))
-        if report.relaid:
-            logger.warning(
-                "repair moved %d files from another layout's content addresses into this "
-                "store's (%s); if another store uses that layout in %s, they are gone from it. "
-                "The first: %s: %s",
-                len(report.relaid),
-                self.layout.describe(),
-                self.layout.root,
-                *report.relaid[0],
-            )
-        if report.refused:
-            logger.warning(
-                "repair left %d misplaced files where they are. The first: %s: %s",
-                len(report.refused),
-                *report.refused[0],
-            )
+        report.log(self.layout)
         return report
 
     def move(

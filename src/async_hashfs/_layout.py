@@ -100,9 +100,15 @@ class AddressShape:
     #: The hashlib algorithms whose hex digests are as long as ``id``.
     algorithms: tuple[str, ...]
 
-    def describe(self) -> str:
-        """Name the layout, as in ``depth 2, width 2, sha256``."""
-        return f"depth {self.depth}, width {self.width}, {' or '.join(self.algorithms)}"
+    def describe(self, algorithm: str | None = None) -> str:
+        """Name the layout, as in ``depth 2, width 2, sha256``.
+
+        Without ``algorithm`` (the one the bytes were found to hash to the
+        id with), the algorithms whose digests are as long as the id.
+        """
+        if algorithm is None:
+            algorithm = f"an id as long as a {', '.join(self.algorithms)} digest"
+        return f"depth {self.depth}, width {self.width}, {algorithm}"
 
 
 def address_shape(relpath: str) -> AddressShape | None:
