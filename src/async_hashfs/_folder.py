@@ -69,10 +69,8 @@ class Folder:
         """
         if DIR_FD:
             return cls(os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC), root)
-        if not os.path.isdir(root):
-            if os.path.lexists(root):
-                raise NotADirectoryError(errno.ENOTDIR, "expected a folder", root)
-            raise FileNotFoundError(errno.ENOENT, "no such folder", root)
+        if not stat.S_ISDIR(os.stat(root).st_mode):  # one look: the root may be in the making
+            raise NotADirectoryError(errno.ENOTDIR, "expected a folder", root)
         return cls(None, root)
 
     def join(self, name: str) -> str:
