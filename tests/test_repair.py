@@ -122,6 +122,34 @@ def test_repair_leaves_a_file_that_changed_since_it_was_hashed(
 
 # -- item 5: a root shared by two layouts ----------------------------------------------
 
+SHA256 = hashlib.sha256(b"x").hexdigest()
+MD5 = hashlib.md5(b"x").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("relpath", "shape"),
+    [
+        (f"{SHA256[:2]}/{SHA256[2:4]}/{SHA256[4:]}.txt", (2, 2, ".txt")),
+        (f"{SHA256}", (0, 0, "")),
+        (f"{SHA256}.tar.gz", (0, 0, ".tar.gz")),
+        ("/".join([*MD5[:3], MD5[3:]]), (3, 1, "")),  # another digest length
+        ("/".join([*SHA256[:4], SHA256[4:]]) + ".bin", None),  # this layout's own
+        (f"{SHA256[:2]}/{SHA256[2:5]}/{SHA256[5:]}", None),  # folders of two widths
+        (f"{SHA256[:2]}/{SHA256[2:]}x", None),  # not hex
+        (f"{SHA256[:2]}/{SHA256[2:-1]}", None),  # no digest is 63 digits long
+        (f"{SHA256}.b@d", None),  # no safe extension
+        ("notes.txt", None),
+    ],
+)
+def test_foreign_shapes(relpath: str, shape: tuple[int, int, str] | None) -> None:
+    from async_hashfs._layout import Layout
+
+    found = Layout("/store", 4, 1, "sha256").foreign_shape(relpath.replace("/", os.sep))
+    assert (None if found is None else (found.depth, found.width, found.extension)) == shape
+    if found is not None:
+        assert found.id in (SHA256, MD5)
+        assert found.describe("sha256").startswith(f"depth {shape[0]}, width {shape[1]}, ")
+
 
 def two_layouts(root: Path) -> tuple[SyncHashFS, SyncHashFS, Any]:
     ours = SyncHashFS(root)  # depth 4, width 1
