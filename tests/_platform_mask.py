@@ -2,9 +2,11 @@
 
 Importing this module changes nothing. Loaded as a plugin with
 ``-p tests._platform_mask`` (see :func:`mask_arguments`), it makes ``import
-fcntl`` fail and removes ``os.O_TMPFILE`` and ``os.pread``, so the store's
-fallbacks run on Linux: named temp files without ``flock``, and reads without
-``pread``. ``tests/test_platforms.py`` runs the store tests this way.
+fcntl`` fail, removes ``os.O_TMPFILE`` and ``os.pread`` and empties
+``os.supports_dir_fd``, so the store's fallbacks run on Linux: named temp
+files without ``flock``, reads without ``pread``, and folders reached by path
+rather than by descriptor, as on Windows. ``tests/test_platforms.py`` runs the
+store tests this way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 #: Set in the masked run, so that its own subprocesses mask too.
 MASK_VARIABLE = "ASYNC_HASHFS_TEST_MASKED"
 #: What the mask takes away.
-MASKED = ("fcntl", "os.O_TMPFILE", "os.pread")
+MASKED = ("fcntl", "os.O_TMPFILE", "os.pread", "os.supports_dir_fd")
 
 
 def mask_arguments() -> list[str]:
@@ -35,4 +37,5 @@ def pytest_load_initial_conftests() -> None:
     for name in ("O_TMPFILE", "pread"):
         if hasattr(os, name):
             delattr(os, name)
+    os.supports_dir_fd.clear()
     os.environ[MASK_VARIABLE] = "1"

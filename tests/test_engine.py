@@ -328,3 +328,80 @@ def test_stored_blob_reads_by_position_without_pread(
         assert blob.pread(10, len(data) + 5) == b""
     finally:
         blob.close()
+
+
+# -- issue 11, item 3: files with more than one link ------------------------------
+
+
+def planted(root: Path, tmp_path: Path) -> tuple[Engine, str, Path]:
+    """A store whose address for b"named" holds a hard link to a file outside."""
+    engine = new_engine(root)
+    address = engine.put([b"named"], ".txt")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    secret.chmod(0o600)
+    os.remove(address.abspath)
+    os.link(secret, address.abspath)
+    return engine, address.relpath, secret
+
+
+def test_open_and_open_blob_refuse_a_planted_hard_link(root: Path, tmp_path: Path) -> None:
+    from async_hashfs import CorruptFile
+
+    engine, relpath, secret = planted(root, tmp_path)
+    id = engine.layout.unshard(relpath)
+    for ref in (id, relpath, str(root / relpath)):
+        with pytest.raises(
+            CorruptFile, match="its bytes hash to " + hashlib.sha256(b"secret").hexdigest()
+        ):
+            engine.open(ref)
+    with pytest.raises(CorruptFile):
+        engine.open_blob(relpath)
+    with pytest.raises(CorruptFile):
+        engine.open_blob(relpath, verify=True)
+    assert engine.get(id) is not None  # presence only: nothing is read
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_a_shared_file_elsewhere_than_an_address_is_not_opened(root: Path, tmp_path: Path) -> None:
+    from async_hashfs import NotFound
+
+    engine = new_engine(root)
+    (tmp_path / "secret").write_bytes(b"secret")
+    os.link(tmp_path / "secret", root / "notes.txt")
+    with pytest.raises(NotFound):
+        engine.open("notes.txt")
+    (tmp_path / "secret").unlink()  # the store's own file now
+    with engine.open("notes.txt") as file:
+        assert file.read() == b"secret"
+
+
+def test_a_shared_file_is_hashed_once_per_version(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = new_engine(root)
+    data = os.urandom(100_000)
+    address = engine.put([data])
+    hashed = []
+    real = engine._hash_fd
+    monkeypatch.setattr(
+        engine, "_hash_fd", lambda fd, *a, **k: hashed.append(fd) or real(fd, *a, **k)
+    )
+    for _ in range(3):  # one link: never hashed (verify-on-read is off)
+        with engine.open(address.id) as file:
+            assert file.read() == data
+    assert hashed == []
+    os.link(address.abspath, tmp_path / "backup")  # as cp -al does
+    for _ in range(3):
+        with engine.open(address.id) as file:
+            assert file.read() == data
+        blob = engine.open_blob(address.relpath)
+        assert blob is not None
+        assert blob.pread(len(data), 0) == data
+        blob.close()
+    assert len(hashed) == 1
+    time.sleep(0.05)  # past the file system's clock tick
+    os.link(address.abspath, tmp_path / "another")  # a new link is a new version (ctime)
+    with engine.open(address.id) as file:
+        assert file.read() == data
+    assert len(hashed) == 2

@@ -1,4 +1,4 @@
-"""The store without fcntl, O_TMPFILE and pread, as on Windows and macOS.
+"""The store without fcntl, O_TMPFILE, pread and dir_fd calls, as on Windows (and macOS).
 
 The store test modules run again in a subprocess, with
 ``tests/_platform_mask.py`` hiding those features before the store is
@@ -35,8 +35,9 @@ masked = pytest.mark.skipif(not os.environ.get(MASK_VARIABLE), reason="only in t
 @masked
 def test_features_are_masked() -> None:
     import async_hashfs._engine as engine
+    import async_hashfs._folder as folder
 
-    assert engine._fcntl is None
+    assert engine._fcntl is None and not folder.DIR_FD
     assert not hasattr(os, "O_TMPFILE") and not hasattr(os, "pread")
     with pytest.raises(ImportError):
         import fcntl  # noqa: F401
@@ -45,7 +46,7 @@ def test_features_are_masked() -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="masks Linux features")
 @pytest.mark.skipif(bool(os.environ.get(MASK_VARIABLE)), reason="already masked")
 @pytest.mark.timeout(BUDGET + 60)
-def test_store_tests_pass_without_fcntl_o_tmpfile_and_pread() -> None:
+def test_store_tests_pass_without_fcntl_o_tmpfile_pread_and_dir_fd() -> None:
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-x"]
     command += [*mask_arguments(), "-k", "not s3", *MODULES]
     try:

@@ -294,6 +294,32 @@ def test_symlinked_file_is_not_served(harness: Harness, root: Path, tmp_path: Pa
     assert harness.request(harness.url(address))[0] == 404
 
 
+def test_a_hard_link_planted_at_an_address_is_not_served(
+    harness: Harness, root: Path, tmp_path: Path
+) -> None:
+    # Issue 11, item 3: a second link says the file may be one from outside the
+    # store; its bytes do not hash to the address, so it is refused (and logged).
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not the bytes the address names")
+    secret.chmod(0o600)
+    address = harness.store.put(b"the bytes the address names", "txt")
+    os.remove(address.abspath)
+    os.link(secret, address.abspath)
+    status, _, body = harness.request(harness.url(address))
+    assert status == 500
+    assert b"not the bytes" not in body
+
+
+def test_a_file_with_a_second_link_that_hashes_right_is_served(
+    harness: Harness, stored: HashAddress, tmp_path: Path
+) -> None:
+    # A backup made with cp -al gives every stored file a second link.
+    os.link(stored.abspath, tmp_path / "backup")
+    for _ in range(2):
+        status, _, body = harness.request(harness.url(stored))
+        assert (status, body == DATA) == (200, True)
+
+
 @pytest.mark.parametrize(
     ("mode", "header", "value"),
     [

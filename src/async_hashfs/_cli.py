@@ -12,7 +12,6 @@ cannot be used (credentials, bucket, server), said in one line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -357,22 +356,46 @@ def verify(ctx: click.Context, jobs: int, as_json: bool, quiet: bool) -> None:
 
 
 @click.command()
+@click.option(
+    "--relayout",
+    is_flag=True,
+    help="Also move files at another layout's content addresses (another store in this "
+    "root, or this one before its depth, width or algorithm changed) into this one's.",
+)
 @_json
 @_quiet
 @click.pass_context
-def repair(ctx: click.Context, as_json: bool, quiet: bool) -> None:
-    """Move misplaced files to their content address and report each move."""
+def repair(ctx: click.Context, relayout: bool, as_json: bool, quiet: bool) -> None:
+    """Move misplaced files to their content address and report each move.
+
+    Files left where they are are reported too, with the reason, and the exit
+    status is then 1: files with more than one hard link, and, without
+    --relayout, files at another layout's content addresses.
+    """
     store = _store(ctx)
-    repaired = store.repair()
-    for path, address in repaired:
+    report = store._engine.repair(foreign="move" if relayout else "refuse")
+    for path, address in report:
         old = store.layout.inside(path) or path
         _emit(
             {"from": old, "to": address.relpath, "id": address.id},
             as_json,
             f"{old} -> {address.relpath}",
         )
+    for path, reason in report.refused:
+        old = store.layout.inside(path) or path
+        _emit({"from": old, "left": reason}, as_json, f"LEFT  {old}  ({reason})")
     if not as_json:
-        click.echo(f"{len(repaired)} files repaired", err=True)
+        left = f", {len(report.refused)} left where they are" if report.refused else ""
+        click.echo(f"{len(report)} files repaired{left}", err=True)
+        if not relayout and any("another layout" in reason for _, reason in report.refused):
+            click.echo(
+                f"Files at another layout's addresses were left: this store is "
+                f"{store.layout.describe()}. If that is right, another store shares the root; "
+                "if its settings changed, run repair --relayout (or migrate) to move them.",
+                err=True,
+            )
+    if report.refused:
+        ctx.exit(1)
 
 
 @click.command()
@@ -444,14 +467,11 @@ def migrate(
             else:
                 id = _hash(path, target.algorithm)
                 extension = store.layout.stored_extension(relpath)
-            new_path = target.abspath(target.relpath(id, extension))
-            if new_path == path:
+            new_relpath = target.relpath(id, extension)
+            if new_relpath == relpath:
                 progress.advance(size)
                 continue  # already at its new address: never unlink its only name
-            store._engine._link(path, new_path)
-            with contextlib.suppress(FileNotFoundError):  # the rename fallback moved it
-                os.remove(path)
-            store._engine.remove_empty(os.path.dirname(path))
+            store._engine.move(relpath, new_relpath)
             moved += 1
             progress.advance(size)
     finally:

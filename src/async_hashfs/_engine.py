@@ -14,6 +14,18 @@ killed writer leaves nothing, and no listing (ours, or an old HashFS's
 it is a named file in the temp folder, locked while its writer lives
 (``flock``, where there is one) so that :meth:`Engine.gc` can tell abandoned
 ones apart; the temp folder goes away whenever it empties.
+
+Every path in the store is reached one folder at a time, by descriptor and
+never through a symlink (:mod:`._folder`), so a folder swapped for a symlink
+midway cannot lead a read, listing, link, chmod or delete out of the root.
+A folder that a concurrent delete removes as a commit makes it is made
+again, with a growing random wait, for as long as that race keeps being lost
+(:data:`_RACE_PATIENCE`), not a fixed number of times.
+
+A file with more than one hard link may be the same file as one outside the
+store. Its mode is never changed, :meth:`Engine.repair` leaves it where it is
+and reports it, and it is read (``open``, serving) only once its bytes were
+found to hash to its address.
 """
 
 from __future__ import annotations
@@ -22,21 +34,36 @@ import contextlib
 import errno
 import hashlib
 import importlib
+import logging
 import os
+import random
 import secrets
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, Any, Literal
 
+from . import _folder
 from ._address import HashAddress
 from ._exceptions import CorruptFile, FileTooLarge, InvalidSource, NotFound, ReadOnlyError
-from ._layout import Layout
+from ._folder import Folder, FolderPath
+from ._layout import TEMP_DIRNAME, Layout, address_shape
 
-__all__ = ["BlobWriter", "Engine", "GCReport", "StoredBlob", "check_read_mode"]
+__all__ = [
+    "BlobWriter",
+    "Engine",
+    "GCReport",
+    "RepairReport",
+    "StoredBlob",
+    "check_read_mode",
+    "foreign_layout",
+]
+
+logger = logging.getLogger("async_hashfs")
 
 #: Read size for files and the unit of work between cancellation checks.
 CHUNK_SIZE = 1 << 20
@@ -48,14 +75,24 @@ _STALE = 24 * 3600.0
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 #: What ``open(dir, O_TMPFILE)`` fails with where the file system or kernel lacks it.
 _TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
-_RETRIES = 16
+#: Seconds a commit goes on remaking folders that concurrent deletes keep removing.
+_RACE_PATIENCE = 60.0
+#: Attempts made at once after a lost race, before the waits start.
+_EAGER_ATTEMPTS = 3
+#: The random wait after a lost race grows from up to this (seconds)...
+_FIRST_WAIT = 0.0002
+#: ...doubling up to this.
+_LONGEST_WAIT = 0.02
+#: Versions of shared files (more than one link) whose bytes were checked, per engine.
+_VOUCHED_MAX = 4096
 
-# Flags and calls some platforms lack (Windows: no fcntl, O_NOFOLLOW or
-# O_DIRECTORY, and O_BINARY is needed; macOS: no O_TMPFILE).
+# Flags and calls some platforms lack (Windows: no fcntl, O_NOFOLLOW,
+# O_NONBLOCK or O_DIRECTORY, and O_BINARY is needed; macOS: no O_TMPFILE).
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: Opening a stored file: a FIFO swapped in must not block the open.
+_READ_FLAGS = os.O_RDONLY | _O_NONBLOCK | _O_BINARY
 
 
 def _import_fcntl() -> ModuleType | None:
@@ -84,9 +121,57 @@ class _LinkUnsupported(Exception):
     """The file system cannot hard-link this file; the caller names it another way."""
 
 
+class _Patience:
+    """Paces the attempts of a step that races concurrent deletes.
+
+    No fixed number of attempts: the first few follow at once, then each
+    waits a random time that doubles up to :data:`_LONGEST_WAIT`, so that
+    racers fall out of step; only a race lost for :data:`_RACE_PATIENCE`
+    seconds on end gives up.
+    """
+
+    __slots__ = ("_attempts", "_deadline", "_path")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._attempts = 0
+        self._deadline: float | None = None
+
+    def wait(self) -> None:
+        """Wait before the next attempt.
+
+        Raises:
+            FileNotFoundError: the race has been lost for too long.
+        """
+        self._attempts += 1
+        if self._attempts <= _EAGER_ATTEMPTS:
+            return
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + _RACE_PATIENCE
+        elif now > self._deadline:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"folder kept disappearing for {_RACE_PATIENCE:g} s: something removes it "
+                f"each time it is made ({self._attempts} attempts)",
+                self._path,
+            )
+        doublings = min(self._attempts - _EAGER_ATTEMPTS, 16)
+        time.sleep(random.random() * min(_LONGEST_WAIT, _FIRST_WAIT * 2**doublings))
+
+
 def _proc_fd(fd: int) -> str:
     """The /proc path that names the file open as ``fd`` (Linux)."""
     return f"/proc/self/fd/{fd}"
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _version(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    # A new link, a chmod or a write changes st_ctime: any of them ends a vouching.
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _write_all(fd: int, data: Any) -> None:
@@ -94,6 +179,84 @@ def _write_all(fd: int, data: Any) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _shared_reason(links: int) -> str:
+    return (
+        f"it has {links} hard links, so it may be the same file as one outside the store: "
+        "left where it is, its mode untouched"
+    )
+
+
+def foreign_layout(
+    layout: Layout, relpath: str, id: str, rehash: Callable[[str], str]
+) -> str | None:
+    """Say why the misplaced file at ``relpath`` belongs to another store, or ``None``.
+
+    ``id`` is what its bytes hash to with ``layout``'s algorithm and
+    ``rehash(algorithm)`` what they hash to with another. It belongs to
+    another store when it sits at a content address of another layout
+    (another depth, width or digest length), or at an address of this
+    layout that its bytes hash to with another algorithm of the same digest
+    length: the files of a second store sharing the root, or of this one
+    before its settings changed.
+    """
+    shape = layout.foreign_shape(relpath)
+    if shape is not None:
+        candidates = sorted(shape.algorithms, key=lambda a: a != layout.algorithm)
+        found = next(
+            (a for a in candidates if (id if a == layout.algorithm else rehash(a)) == shape.id),
+            None,
+        )
+        return (
+            f"it sits at a content address of another layout ({shape.describe(found)}), "
+            f"not of this store's ({layout.describe()})"
+        )
+    parsed = layout.parse_address(relpath)
+    if parsed is None or parsed[0] == id:
+        return None
+    shape = address_shape(relpath)
+    for algorithm in shape.algorithms if shape is not None else ():
+        if algorithm != layout.algorithm and rehash(algorithm) == parsed[0]:
+            return (
+                f"its bytes hash to its address with {algorithm}: it is at a content "
+                f"address of another layout (depth {layout.depth}, width {layout.width}, "
+                f"{algorithm}), not of this store's ({layout.describe()})"
+            )
+    return None
+
+
+class RepairReport(list[tuple[str, HashAddress]]):
+    """What a repair did: the ``(old path, address)`` of each file moved, as HashFS returns.
+
+    ``refused`` holds ``(path, reason)`` for each misplaced file left where
+    it is; ``relaid`` the ``(old path, reason)`` of the moved files that sat
+    at another layout's content addresses (see :func:`foreign_layout`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[tuple[str, str]] = []
+        self.relaid: list[tuple[str, str]] = []
+
+    def log(self, layout: Layout) -> None:
+        """Warn, on the ``async_hashfs`` logger, of what a caller may not have expected."""
+        if self.relaid:
+            logger.warning(
+                "repair moved %d files from another layout's content addresses into this "
+                "store's (%s); if another store uses that layout in %s, they are gone from it. "
+                "The first: %s: %s",
+                len(self.relaid),
+                layout.describe(),
+                layout.root,
+                *self.relaid[0],
+            )
+        if self.refused:
+            logger.warning(
+                "repair left %d misplaced files where they are. The first: %s: %s",
+                len(self.refused),
+                *self.refused[0],
+            )
 
 
 class StoredBlob:
@@ -153,14 +316,14 @@ class BlobWriter:
     any exception leaves no temp file behind.
     """
 
-    __slots__ = ("_engine", "_fd", "_hash", "_path", "size")
+    __slots__ = ("_engine", "_fd", "_hash", "_name", "size")
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._hash = hashlib.new(engine.layout.algorithm)
         self.size = 0
-        # ``_path`` is None for a temp file without a name (O_TMPFILE).
-        self._fd, self._path = engine._create_temp()
+        # ``_name`` (in the temp folder) is None for a temp file without one (O_TMPFILE).
+        self._fd, self._name = engine._create_temp()
 
     def write(self, data: Any) -> None:
         """Hash and write one bytes-like chunk.
@@ -186,33 +349,37 @@ class BlobWriter:
 
         ``extension`` must already be normalized. Returns the address, with
         ``is_duplicate=True`` when the address already held the file.
+
+        Raises:
+            NotADirectoryError: a folder on the way is a symlink or a file.
+            FileExistsError: the address is taken by something not a file.
+            OSError: the disk failed.
         """
         engine = self._engine
         id = self._hash.hexdigest()
         relpath = engine.layout.relpath(id, extension)
-        abspath = engine.layout.abspath(relpath)
         try:
             if engine.fsync:
                 os.fsync(self._fd)
-            if self._path is None:
-                try:
-                    is_duplicate = engine._link_anonymous(self._fd, abspath)
-                except _LinkUnsupported:
-                    is_duplicate = engine._link(self._give_name(), abspath)
-            else:
-                is_duplicate = engine._link(self._path, abspath)
+            is_duplicate: bool | None = None
+            if self._name is None:
+                with contextlib.suppress(_LinkUnsupported):
+                    is_duplicate = engine._link_file(self._fd, relpath)
+            if is_duplicate is None:
+                name = self._name if self._name is not None else self._give_name()
+                is_duplicate = engine._link_temp(name, self._fd, relpath)
         finally:
             self.abort()
-        return HashAddress(id, relpath, abspath, is_duplicate)
+        return HashAddress(id, relpath, engine.layout.abspath(relpath), is_duplicate)
 
     def _give_name(self) -> str:
         """Copy the nameless temp file into a named one, for file systems that cannot link it.
 
-        Returns the new temp file's path.
+        Returns the new temp file's name.
         """
         engine = self._engine
         engine._anonymous = False
-        fd, path = engine._create_named_temp()
+        fd, name = engine._create_named_temp()
         try:
             os.lseek(self._fd, 0, os.SEEK_SET)
             while chunk := os.read(self._fd, CHUNK_SIZE):
@@ -221,19 +388,19 @@ class BlobWriter:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            engine._remove_temp(path)
+            engine._remove_temp(name)
             raise
         os.close(self._fd)
-        self._fd, self._path = fd, path
-        return path
+        self._fd, self._name = fd, name
+        return name
 
     def abort(self) -> None:
         """Close and remove the temp file; safe to call more than once."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-            if self._path is not None:
-                self._engine._remove_temp(self._path)
+            if self._name is not None:
+                self._engine._remove_temp(self._name)
 
     def __enter__(self) -> BlobWriter:
         return self
@@ -261,6 +428,9 @@ class Engine:
         self.fsync = fsync
         #: Whether nameless temp files work here; ``None`` until the first put finds out.
         self._anonymous: bool | None = None
+        #: Shared files found to hold the bytes their address names (see _check_bytes).
+        self._vouched: OrderedDict[tuple[int, int, int, int, int], None] = OrderedDict()
+        self._vouched_lock = threading.Lock()
 
     # -- writing ---------------------------------------------------------
 
@@ -301,7 +471,8 @@ class Engine:
             return None
         # In the root: on the root's file system, and never listed.
         flags = o_tmpfile | os.O_RDWR | _O_CLOEXEC
-        for _ in range(_RETRIES):
+        patience = _Patience(self.layout.root)
+        while True:
             try:
                 fd = os.open(self.layout.root, flags, 0o600)
                 break
@@ -309,13 +480,12 @@ class Engine:
                 # With the default mode, as HashFS makes it (dmode is for shard folders).
                 with contextlib.suppress(FileExistsError):
                     os.makedirs(self.layout.root)
+                patience.wait()
             except OSError as exc:
                 if exc.errno not in _TMPFILE_UNSUPPORTED:
                     raise
                 self._anonymous = False
                 return None
-        else:
-            raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", self.layout.root)
         try:
             if self._anonymous is None:
                 # The link step names the file through /proc; see that it is there.
@@ -333,158 +503,213 @@ class Engine:
             raise
         return fd
 
+    def _temp_folder(self, make: bool = False) -> FolderPath:
+        """Open the temp folder (making it with ``make``), never through a symlink."""
+        return FolderPath.open(self.layout.root, [TEMP_DIRNAME], self.dmode if make else None)
+
     def _create_named_temp(self) -> tuple[int, str]:
         name = f"{os.getpid()}-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
-        path = os.path.join(self.layout.temp_dir, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_BINARY
-        for _ in range(_RETRIES):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
+        patience = _Patience(self.layout.temp_dir)
+        while True:
             try:
-                fd = os.open(path, flags, 0o600)
+                with self._temp_folder(make=True) as temp:
+                    fd = temp.leaf.open(name, flags, 0o600)
+                    path = temp.leaf.join(name)
                 break
             except FileNotFoundError:
-                # Missing, or just removed by a writer that left it empty.
-                self.makepath(self.layout.temp_dir)
-        else:
-            raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", path)
+                # Just removed by a writer that left it empty: make it again.
+                patience.wait()
         try:
             if _fcntl is not None:
                 # A live writer holds this lock; gc() only removes unlocked temp files.
                 # Blocking: gc() may hold it for a moment while it looks.
                 _fcntl.flock(fd, _fcntl.LOCK_EX)
             if self.fmode is not None:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fd, self.fmode)
-                else:
-                    os.chmod(path, self.fmode)
+                self._set_mode(fd, path, self.fmode)
         except BaseException:
             os.close(fd)
-            self._remove_temp(path)
+            self._remove_temp(name)
             raise
-        return fd, path
+        return fd, name
 
-    def _remove_temp(self, path: str) -> None:
+    @staticmethod
+    def _set_mode(fd: int, path: str, mode: int) -> None:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:  # Windows before Python 3.13
+            os.chmod(path, mode)
+
+    def _remove_temp(self, name: str) -> None:
         """Remove a named temp file, and the temp folder when that leaves it empty."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        # Fails while other writers have files there; a writer that finds the
-        # folder gone makes it again (see _create_named_temp).
-        with contextlib.suppress(OSError):
-            os.rmdir(self.layout.temp_dir)
-
-    def _link(self, temp: str, abspath: str) -> bool:
-        """Give ``temp`` the name ``abspath`` unless taken; return whether it was."""
-
-        def link(folder: str, name: str) -> None:
-            os.link(temp, abspath)
-
         try:
-            return self._commit(link, temp, abspath)
-        except _LinkUnsupported:
-            return self._rename_into(temp, abspath)
+            temp = self._temp_folder()
+        except OSError:
+            return
+        with temp:
+            with contextlib.suppress(FileNotFoundError):
+                temp.leaf.unlink(name)
+            # Fails while other writers have files there; a writer that finds the
+            # folder gone makes it again (see _create_named_temp).
+            temp.remove_empty()
 
-    def _link_anonymous(self, fd: int, abspath: str) -> bool:
-        """Give the nameless temp file ``fd`` the name ``abspath`` unless taken.
+    def _link_temp(self, name: str, fd: int, relpath: str) -> bool:
+        """Give the named temp file ``name`` (open as ``fd``) the address ``relpath``.
+
+        Returns whether the address was taken already.
+        """
+        with self._temp_folder() as temp:
+            try:
+                return self._link_file(fd, relpath, temp.leaf, name)
+            except _LinkUnsupported:
+                return self._rename_into(temp.leaf, name, relpath)
+
+    def _link_file(
+        self, fd: int, relpath: str, folder: Folder | None = None, name: str | None = None
+    ) -> bool:
+        """Link the file open as ``fd`` into ``relpath`` unless taken; return whether it was.
+
+        Through /proc where there is one, which links exactly that file
+        whatever happens to its names meanwhile; elsewhere by its ``name`` in
+        ``folder``, once seen to still be that file.
 
         Raises:
-            _LinkUnsupported: the file system cannot link it; name it another way.
+            _LinkUnsupported: the file system has no hard links, or the file
+                has neither /proc nor a name to be linked by.
         """
         source = _proc_fd(fd)
+        if _folder.DIR_FD and os.path.exists(source):
 
-        def link(folder: str, name: str) -> None:
-            dir_fd = os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
-            try:
+            def link_proc(target: Folder, target_name: str) -> None:
                 # With dst_dir_fd this is linkat(..., AT_SYMLINK_FOLLOW): it links
                 # the file /proc names, not the /proc entry (plain link() gives EXDEV).
-                os.link(source, name, dst_dir_fd=dir_fd, follow_symlinks=True)
-            finally:
-                os.close(dir_fd)
+                os.link(source, target_name, dst_dir_fd=target.fd, follow_symlinks=True)
 
-        return self._commit(link, source, abspath)
+            return self._commit(link_proc, relpath, lambda: os.path.exists(source))
+        if folder is None or name is None:
+            raise _LinkUnsupported
+        identity = _identity(os.fstat(fd))
 
-    def _commit(self, link: Callable[[str, str], None], source: str, abspath: str) -> bool:
-        """Run ``link(folder, name)`` to make ``source`` ``abspath`` unless taken.
+        def is_there() -> bool:
+            try:
+                return _identity(folder.lstat(name)) == identity
+            except FileNotFoundError:
+                return False
 
-        Returns whether ``abspath`` was taken.
+        def link_name(target: Folder, target_name: str) -> None:
+            if not is_there():
+                raise FileNotFoundError(
+                    errno.ENOENT, "replaced before its link", folder.join(name)
+                )
+            _folder.link(folder, name, target, target_name)
 
-        Makes missing folders and retries when a concurrent delete removes
-        one midway. A link that already exists counts only when it is a
-        regular file (the bytes are there to be seen).
+        return self._commit(link_name, relpath, is_there)
+
+    def _commit(
+        self, link: Callable[[Folder, str], None], relpath: str, source_exists: Callable[[], bool]
+    ) -> bool:
+        """Run ``link(folder, name)`` to give a file the address ``relpath`` unless taken.
+
+        Returns whether ``relpath`` was taken. ``folder`` is the address's
+        folder, open; missing folders are made. When a concurrent delete
+        removes one midway, it is made again, as long as that takes (see
+        :class:`_Patience`). A name that already exists counts only when it
+        is a regular file (the bytes are there to be seen).
 
         Raises:
             _LinkUnsupported: the file system has no hard links.
+            NotADirectoryError: a folder on the way is a symlink or a file.
         """
-        folder, name = os.path.split(abspath)
-        relpath = self.layout.inside(abspath)
-        folders = relpath.split(os.sep)[:-1] if relpath else []
-        for _ in range(_RETRIES):
-            if folders and self._folder_is_not_real(folders):
-                raise NotADirectoryError(
-                    errno.ENOTDIR, "a folder on the way is a symlink, not a folder", folder
-                )
+        *names, name = relpath.split(os.sep)
+        patience = _Patience(self.layout.abspath(relpath))
+        while True:
             try:
-                link(folder, name)
-            except FileExistsError:
-                try:
-                    mode = os.lstat(abspath).st_mode
-                except FileNotFoundError:
-                    continue  # deleted since: try to take the name again
-                if not stat.S_ISREG(mode):
-                    raise FileExistsError(
-                        errno.EEXIST, "content address is taken by something not a file", abspath
-                    ) from None
-                return True
+                folders = FolderPath.open(self.layout.root, names, self.dmode)
             except FileNotFoundError:
-                if not os.path.exists(source):
-                    raise
-                # The folder is missing, or a concurrent delete just removed it.
-                self.makepath(folder)
+                patience.wait()  # a concurrent delete removed a folder as it was made
                 continue
-            except OSError as exc:
-                if exc.errno not in _LINK_UNSUPPORTED:
-                    raise
-                raise _LinkUnsupported from exc
-            if self.fsync:
-                self._fsync_dir(folder)
-            return False
-        raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", folder)
+            with folders:
+                try:
+                    link(folders.leaf, name)
+                except FileExistsError:
+                    try:
+                        mode = folders.leaf.lstat(name).st_mode
+                    except FileNotFoundError:
+                        patience.wait()  # deleted since: try to take the name again
+                        continue
+                    if not stat.S_ISREG(mode):
+                        raise FileExistsError(
+                            errno.EEXIST,
+                            "content address is taken by something not a file",
+                            self.layout.abspath(relpath),
+                        ) from None
+                    return True
+                except FileNotFoundError:
+                    if not source_exists():
+                        raise
+                    patience.wait()  # the folder was removed after it was opened
+                    continue
+                except OSError as exc:
+                    if exc.errno not in _LINK_UNSUPPORTED:
+                        raise
+                    raise _LinkUnsupported from exc
+                if self.fsync:
+                    folders.leaf.fsync()
+                return False
 
-    def _rename_into(self, temp: str, abspath: str) -> bool:
-        # For filesystems without hard links: not race-free against a second
-        # writer of the same bytes, but never leaves a partial file.
-        if os.path.lexists(abspath):
-            return True
-        self.makepath(os.path.dirname(abspath))
-        os.rename(temp, abspath)
-        return False
+    def _rename_into(self, folder: Folder, name: str, relpath: str) -> bool:
+        """Rename ``folder/name`` to ``relpath`` unless taken; return whether it was.
 
-    @staticmethod
-    def _fsync_dir(folder: str) -> None:
-        if os.name == "nt":
-            return  # Windows cannot open a folder to flush it; NTFS journals its names
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        For file systems without hard links: not race-free against a second
+        writer of the same bytes, but never leaves a partial file.
+        """
+        *names, target_name = relpath.split(os.sep)
+        patience = _Patience(self.layout.abspath(relpath))
+        while True:
+            try:
+                folders = FolderPath.open(self.layout.root, names, self.dmode)
+            except FileNotFoundError:
+                patience.wait()
+                continue
+            with folders:
+                try:
+                    folders.leaf.lstat(target_name)
+                    return True
+                except FileNotFoundError:
+                    pass
+                try:
+                    _folder.rename(folder, name, folders.leaf, target_name)
+                except FileNotFoundError:
+                    folder.lstat(name)  # raises when the file itself is gone
+                    patience.wait()
+                    continue
+                if self.fsync:
+                    folders.leaf.fsync()
+                return False
 
     def makepath(self, path: str) -> None:
-        """Create folder ``path`` and its parents (``dmode``, as HashFS does)."""
-        for _ in range(16):
+        """Create folder ``path`` and its parents (``dmode``, as HashFS does).
+
+        Raises:
+            NotADirectoryError: something not a folder is in the way.
+        """
+        patience = _Patience(path)
+        while True:
             try:
                 os.makedirs(path, self.dmode, exist_ok=True)
                 return
             except FileNotFoundError:
-                continue  # a concurrent delete removed a parent midway
+                patience.wait()  # a concurrent delete removed a parent midway
             except FileExistsError:
                 # One lstat: a concurrent delete may remove the folder between two checks.
                 try:
                     mode = os.lstat(path).st_mode
                 except FileNotFoundError:
-                    continue  # it was there, then a concurrent delete removed it
+                    patience.wait()  # it was there, then a concurrent delete removed it
+                    continue
                 if not stat.S_ISDIR(mode):
                     raise NotADirectoryError(errno.ENOTDIR, "expected a folder", path) from None
-                continue  # removed and made again since
-        raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", path)
+                patience.wait()  # removed and made again since
 
     # -- reading ---------------------------------------------------------
 
@@ -500,6 +725,19 @@ class Engine:
 
     def resolve_relpath(self, ref: object) -> str | None:
         """Like :meth:`resolve`, relative to the root."""
+        found = self._find(ref)
+        if found is None:
+            return None
+        folders, _, relpath = found
+        folders.close()
+        return relpath
+
+    def _find(self, ref: object) -> tuple[FolderPath, str, str] | None:
+        """Find the stored file ``ref`` names: ``(its folders, open; its name; its relpath)``.
+
+        The caller closes the folders. ``None`` when ``ref`` names no regular
+        file reached from the root without a symlink.
+        """
         if isinstance(ref, bytes):
             ref = os.fsdecode(ref)
         elif isinstance(ref, os.PathLike):
@@ -509,70 +747,117 @@ class Engine:
         if not isinstance(ref, str):
             raise TypeError(f"a reference is an id or a path, not {type(ref).__name__}")
         layout = self.layout
-        if layout.is_id(ref):
-            return self._find_id(ref)
-        relpath = layout.inside(ref)
-        if relpath is None:
-            return None
-        parts = relpath.split(os.sep)
-        if not self._folders_are_real(parts[:-1]):
-            return None
+        is_id = layout.is_id(ref)
+        if is_id:
+            *names, name = layout.shard(ref)
+        else:
+            relpath = layout.inside(ref)
+            if relpath is None:
+                return None
+            *names, name = relpath.split(os.sep)
         try:
-            mode = os.lstat(layout.abspath(relpath)).st_mode
+            folders = FolderPath.open(layout.root, names)
         except (OSError, ValueError):
             return None
-        return relpath if stat.S_ISREG(mode) else None
+        try:
+            found = self._find_id(folders.leaf, name) if is_id else self._file(folders.leaf, name)
+        except BaseException:
+            folders.close()
+            raise
+        if found is None:
+            folders.close()
+            return None
+        return folders, found, os.sep.join([*names, found])
 
-    def _find_id(self, id: str) -> str | None:
-        parts = self.layout.shard(id)
-        name = parts[-1]
-        folders = os.sep.join(parts[:-1])
+    @staticmethod
+    def _find_id(folder: Folder, name: str) -> str | None:
+        """The name in ``folder`` of the file with id-part ``name``, extension or none."""
         prefix = name + "."
         found = None
         try:
-            with os.scandir(self.layout.abspath(folders) if folders else self.layout.root) as it:
-                for entry in it:
+            with folder.scandir() as entries:
+                for entry in entries:
                     entry_name = entry.name
                     if entry_name == name:
                         if entry.is_file(follow_symlinks=False):
-                            found = name
-                            break
+                            return name
                     elif (
                         found is None
                         and entry_name.startswith(prefix)
                         and entry.is_file(follow_symlinks=False)
                     ):
                         found = entry_name
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
-        if found is None or not self._folders_are_real(parts[:-1]):
+        return found
+
+    @staticmethod
+    def _file(folder: Folder, name: str) -> str | None:
+        try:
+            return name if stat.S_ISREG(folder.lstat(name).st_mode) else None
+        except (OSError, ValueError):
             return None
-        return folders + os.sep + found if folders else found
 
-    def _folder_is_not_real(self, folders: list[str]) -> bool:
-        """Whether a folder on the way exists as something else (a symlink); missing is fine."""
-        path = self.layout.root
-        for folder in folders:
-            path = path + os.sep + folder
+    def _open_found(self, ref: object) -> tuple[int, os.stat_result, str] | None:
+        """Open the stored file ``ref`` names: ``(fd, its stat, its relpath)``, or ``None``."""
+        found = self._find(ref)
+        if found is None:
+            return None
+        folders, name, relpath = found
+        with folders:
             try:
-                mode = os.lstat(path).st_mode
-            except FileNotFoundError:
-                return False
-            if not stat.S_ISDIR(mode):
-                return True
-        return False
-
-    def _folders_are_real(self, folders: list[str]) -> bool:
-        # Each shard folder must be a real folder, not a symlink out of the root.
-        path = self.layout.root
-        for folder in folders:
-            path = path + os.sep + folder
-            try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    return False
+                fd = folders.leaf.open(name, _READ_FLAGS)
             except OSError:
+                return None  # gone, or a symlink by now
+        try:
+            info = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return fd, info, relpath
+
+    def _check_bytes(
+        self, fd: int, info: os.stat_result, relpath: str, ref: object, verify: bool
+    ) -> None:
+        """Raise unless the file open as ``fd`` may be read as the stored file ``relpath``.
+
+        With ``verify``, its bytes must hash to its address. A file with more
+        than one hard link may be the same file as one outside the store (a
+        link planted there): its bytes must hash to its address too, checked
+        once per version of the file (device, inode, size, mtime, ctime; a
+        new link changes the ctime). A shared file that is no content address
+        has nothing to be checked against, and is refused.
+
+        Raises:
+            CorruptFile: the bytes do not hash to the address.
+            NotFound: a shared file that is not at a content address.
+        """
+        shared = info.st_nlink > 1
+        if not verify and not (shared and not self._is_vouched(info)):
+            return
+        parsed = self.layout.parse_address(relpath)
+        if parsed is None:
+            raise NotFound(ref)
+        actual = self._hash_fd(fd)
+        os.lseek(fd, 0, os.SEEK_SET)
+        if actual != parsed[0]:
+            raise CorruptFile(relpath, actual)
+        if shared:
+            with self._vouched_lock:
+                self._vouched[_version(info)] = None
+                while len(self._vouched) > _VOUCHED_MAX:
+                    self._vouched.popitem(last=False)
+
+    def _is_vouched(self, info: os.stat_result) -> bool:
+        key = _version(info)
+        with self._vouched_lock:
+            if key not in self._vouched:
                 return False
-        return True
+            self._vouched.move_to_end(key)
+            return True
 
     def address(self, relpath: str) -> HashAddress:
         """Return the address of the stored file at ``relpath``."""
@@ -590,17 +875,21 @@ class Engine:
 
         Raises:
             ReadOnlyError: ``mode`` would write.
-            NotFound: no stored file answers to ``ref``.
+            NotFound: no stored file answers to ``ref``, or it has more than
+                one hard link and is not at a content address.
+            CorruptFile: it has more than one hard link and its bytes do not
+                hash to its address.
         """
         check_read_mode(mode)
-        path = self.resolve(ref)
-        if path is None:
+        opened = self._open_found(ref)
+        if opened is None:
             raise NotFound(ref)
-        flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+        fd, info, relpath = opened
         try:
-            fd = os.open(path, flags)
-        except FileNotFoundError as exc:
-            raise NotFound(ref) from exc
+            self._check_bytes(fd, info, relpath, ref, verify=False)
+        except BaseException:
+            os.close(fd)
+            raise
         return open(fd, mode)
 
     def open_blob(self, relpath: str, verify: bool = False) -> StoredBlob | None:
@@ -610,15 +899,17 @@ class Engine:
         a folder, the temp folder, a traversal, a symlink) is ``None``.
 
         Raises:
-            CorruptFile: ``verify`` is on and the bytes no longer hash to the address.
+            CorruptFile: the bytes no longer hash to the address, and
+                ``verify`` is on or the file has more than one hard link.
         """
         parsed = self.layout.parse_address(relpath)
-        if parsed is None or self.resolve_relpath(relpath) != relpath:
+        if parsed is None:
             return None
+        *names, name = relpath.split(os.sep)
         try:
-            flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-            fd = os.open(self.layout.abspath(relpath), flags)
-        except OSError:
+            with FolderPath.open(self.layout.root, names) as folders:
+                fd = folders.leaf.open(name, _READ_FLAGS)
+        except (OSError, ValueError):
             return None
         file = os.fdopen(fd, "rb", buffering=0)
         try:
@@ -626,97 +917,106 @@ class Engine:
             if not stat.S_ISREG(info.st_mode):
                 file.close()
                 return None
-            id, extension = parsed
-            if verify:
-                actual = self.hash_file(fd)
-                if actual != id:
-                    raise CorruptFile(relpath, actual)
-                file.seek(0)
+            self._check_bytes(fd, info, relpath, relpath, verify)
         except BaseException:
             file.close()
             raise
+        id, extension = parsed
         return StoredBlob(file, relpath, id, extension, info.st_size, info.st_mtime)
 
     def delete(self, ref: object) -> None:
         """Remove ``ref`` and the folders it leaves empty; no error when missing."""
-        path = self.resolve(ref)
-        if path is None:
+        found = self._find(ref)
+        if found is None:
             return
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            return
-        self.remove_empty(os.path.dirname(path))
+        folders, name, _ = found
+        with folders:
+            try:
+                folders.leaf.unlink(name)
+            except FileNotFoundError:
+                return
+            folders.remove_empty()
 
     def remove_empty(self, folder: str) -> None:
         """Remove ``folder`` and its parents while empty, stopping at the root."""
         relpath = self.layout.inside(folder)
-        if relpath is None or not self._folders_are_real(relpath.split(os.sep)):
+        if relpath is None:
             return
-        path = self.layout.abspath(relpath)
-        while path != self.layout.root:
+        try:
+            folders = FolderPath.open(self.layout.root, relpath.split(os.sep))
+        except (OSError, ValueError):
+            return
+        with folders:
+            folders.remove_empty()
+
+    def _walk(self) -> Iterator[tuple[Folder, list[str]]]:
+        """Yield ``(folder, file names)`` for every folder under the root, depth first.
+
+        Each folder is open while it is yielded. Skips the temp folder, and
+        never follows or reports symlinks.
+        """
+        try:
+            root = Folder.open_root(self.layout.root)
+        except OSError:
+            return
+        yield from self._walk_from(root, top=True)
+
+    def _walk_from(self, folder: Folder, top: bool) -> Iterator[tuple[Folder, list[str]]]:
+        with folder:
+            names: list[str] = []
+            subfolders: list[str] = []
             try:
-                if os.path.islink(path):
-                    return
-                os.rmdir(path)
-            except OSError:
+                with folder.scandir() as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            if not (top and entry.name == TEMP_DIRNAME):
+                                subfolders.append(entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            names.append(entry.name)
+            except (FileNotFoundError, NotADirectoryError):
                 return
-            path = os.path.dirname(path)
+            yield folder, names
+            for name in sorted(subfolders):
+                try:
+                    child = folder.child(name)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone, or a symlink by now
+                yield from self._walk_from(child, top=False)
 
     def walk(self) -> Iterator[tuple[str, list[str]]]:
         """Yield ``(folder, file names)`` for every folder under the root.
 
         Skips the temp folder, and never follows or reports symlinks.
         """
-        stack = [self.layout.root]
-        while stack:
-            folder = stack.pop()
-            names: list[str] = []
-            subfolders: list[str] = []
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
-                            if folder != self.layout.root or entry.name != os.path.basename(
-                                self.layout.temp_dir
-                            ):
-                                subfolders.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False):
-                            names.append(entry.name)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            yield folder, names
-            stack.extend(sorted(subfolders, reverse=True))
+        for folder, names in self._walk():
+            yield folder.path, names
 
     def files(self) -> Iterator[str]:
         """Yield the absolute path of every stored file."""
-        for folder, names in self.walk():
+        for folder, names in self._walk():
             for name in names:
-                yield os.path.join(folder, name)
+                yield folder.join(name)
 
     def folders(self) -> Iterator[str]:
         """Yield every folder that holds files."""
-        for folder, names in self.walk():
+        for folder, names in self._walk():
             if names:
-                yield folder
+                yield folder.path
 
     def count(self) -> int:
         """Return how many files the store holds."""
-        return sum(len(names) for _, names in self.walk())
+        return sum(len(names) for _, names in self._walk())
 
     def sizes(self) -> Iterator[tuple[str, int]]:
         """Yield ``(absolute path, size)`` of every stored file."""
-        for path in self.files():
-            with contextlib.suppress(FileNotFoundError):
-                yield path, os.lstat(path).st_size
+        for folder, names in self._walk():
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    yield folder.join(name), folder.lstat(name).st_size
 
     def size(self) -> int:
         """Return the total size in bytes of the stored files."""
-        total = 0
-        for path in self.files():
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(path).st_size
-        return total
+        return sum(size for _, size in self.sizes())
 
     def computehash(self, chunks: Iterable[Any]) -> str:
         """Return the hex digest of the bytes in ``chunks``."""
@@ -726,11 +1026,40 @@ class Engine:
         return digest.hexdigest()
 
     def hash_file(self, path: str | int, checkpoint: Callable[[], None] | None = None) -> str:
-        """Return the hex digest of the file at ``path`` (or open descriptor ``path``)."""
-        digest = hashlib.new(self.layout.algorithm)
+        """Return the hex digest of the stored file at ``path`` (or open descriptor ``path``).
+
+        A path is reached from the root without following symlinks.
+
+        Raises:
+            FileNotFoundError: ``path`` is no regular file in the store.
+            NotADirectoryError: a folder on the way is a symlink or a file.
+        """
+        if isinstance(path, int):
+            return self._hash_fd(path, checkpoint)
+        relpath = self.layout.inside(path)
+        if relpath is None:
+            raise FileNotFoundError(errno.ENOENT, "not a path in the store", path)
+        *names, name = relpath.split(os.sep)
+        with FolderPath.open(self.layout.root, names) as folders:
+            fd = folders.leaf.open(name, _READ_FLAGS)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FileNotFoundError(errno.ENOENT, "not a regular file", path)
+            return self._hash_fd(fd, checkpoint)
+        finally:
+            os.close(fd)
+
+    def _hash_fd(
+        self,
+        fd: int,
+        checkpoint: Callable[[], None] | None = None,
+        algorithm: str | None = None,
+    ) -> str:
+        """Hash what is left to read of ``fd`` (with the store's algorithm by default)."""
+        digest = hashlib.new(algorithm or self.layout.algorithm)
         buffer = bytearray(CHUNK_SIZE)
         view = memoryview(buffer)
-        with open(path, "rb", buffering=0, closefd=not isinstance(path, int)) as file:
+        with open(fd, "rb", buffering=0, closefd=False) as file:
             while n := file.readinto(buffer):
                 if checkpoint is not None:
                     checkpoint()
@@ -746,7 +1075,51 @@ class Engine:
         relpath = self.resolve_relpath(ref)
         if relpath is None:
             raise NotFound(ref)
-        return self.hash_file(self.layout.abspath(relpath)) == self.layout.unshard(relpath)
+        try:
+            return self.hash_file(self.layout.abspath(relpath)) == self.layout.unshard(relpath)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(ref) from exc
+
+    def _misplaced(
+        self, extensions: bool
+    ) -> Iterator[tuple[str, HashAddress, os.stat_result, str | None]]:
+        """Yield ``(relpath, expected address, stat, foreign)`` for each misplaced file.
+
+        ``foreign`` says why the file belongs to another store sharing the
+        root (see :func:`foreign_layout`), or is ``None``. Each file is hashed
+        through a descriptor, its folders reached without symlinks.
+        """
+        layout = self.layout
+        for folder, names in self._walk():
+            for name in names:
+                try:
+                    fd = folder.open(name, _READ_FLAGS)
+                except OSError:
+                    continue  # gone, or a symlink by now
+                try:
+                    info = os.fstat(fd)
+                    relpath = layout.inside(folder.join(name))
+                    if not stat.S_ISREG(info.st_mode) or relpath is None:
+                        continue
+                    id = self._hash_fd(fd)
+                    extension = layout.stored_extension(relpath) if extensions else ""
+                    expected = layout.relpath(id, extension)
+                    if expected == relpath:
+                        continue
+
+                    def rehash(algorithm: str, fd: int = fd) -> str:
+                        os.lseek(fd, 0, os.SEEK_SET)
+                        return self._hash_fd(fd, algorithm=algorithm)
+
+                    foreign = foreign_layout(layout, relpath, id, rehash)
+                finally:
+                    os.close(fd)
+                yield (
+                    relpath,
+                    HashAddress(id, expected, layout.abspath(expected), False),
+                    info,
+                    foreign,
+                )
 
     def corrupted(self, extensions: bool = True) -> Iterator[tuple[str, HashAddress]]:
         """Yield ``(path, expected address)`` for each file not at its content address.
@@ -754,34 +1127,97 @@ class Engine:
         A file named by its id keeps its whole extension (``<id>.tar.gz``);
         any other name its last suffix, as HashFS does.
         """
-        for path in self.files():
-            try:
-                id = self.hash_file(path)
-            except FileNotFoundError:
-                continue
-            extension = ""
-            if extensions:
-                extension = self.layout.stored_extension(self.layout.inside(path) or path)
-            relpath = self.layout.relpath(id, extension)
-            expected = self.layout.abspath(relpath)
-            if expected != path:
-                yield path, HashAddress(id, relpath, expected, False)
+        for relpath, address, _, _ in self._misplaced(extensions):
+            yield self.layout.abspath(relpath), address
 
-    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
+    def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
         """Move every misplaced file to its content address (dropping it when taken).
 
-        Returns the ``(old path, address)`` pairs that were repaired.
+        Returns the ``(old path, address)`` pairs that were repaired, as
+        HashFS does, in a :class:`RepairReport` that also lists the files left
+        where they are, and why (``refused``):
+
+        - a file with more than one hard link (it may be the same file as one
+          outside the store): never moved, and its mode never changed;
+        - with ``foreign="refuse"``, a file at a content address of another
+          layout (see :func:`foreign_layout`). With ``"move"`` (HashFS's
+          behaviour: ``repair`` is how HashFS changes a store's layout) such
+          files move too, each is listed in ``relaid``, and a warning is logged.
+
+        A moved file gets the store's ``fmode`` once it has one link left.
         """
-        repaired = []
-        for path, address in list(self.corrupted(extensions)):
-            self._link(path, address.abspath)
-            with contextlib.suppress(FileNotFoundError):  # the rename fallback moved it
-                os.remove(path)
-            if self.fmode is not None:
-                os.chmod(address.abspath, self.fmode)
-            self.remove_empty(os.path.dirname(path))
-            repaired.append((path, address))
-        return repaired
+        report = RepairReport()
+        for relpath, address, info, reason in list(self._misplaced(extensions)):
+            path = self.layout.abspath(relpath)
+            if info.st_nlink > 1:
+                report.refused.append((path, _shared_reason(info.st_nlink)))
+                continue
+            if reason is not None and foreign == "refuse":
+                report.refused.append((path, reason + ": left where it is"))
+                continue
+            moved, note = self.move(relpath, address.relpath, info, self.fmode)
+            if moved:
+                report.append((path, address))
+                if reason is not None:
+                    report.relaid.append((path, reason))
+            if note is not None:
+                report.refused.append((path, note))
+        report.log(self.layout)
+        return report
+
+    def move(
+        self,
+        relpath: str,
+        target: str,
+        seen: os.stat_result | None = None,
+        mode: int | None = None,
+    ) -> tuple[bool, str | None]:
+        """Move the stored file at ``relpath`` to ``target`` (both relative to the root).
+
+        Links exactly the file opened at ``relpath`` (reached without
+        symlinks) to ``target``, unless ``target`` is taken, then removes the
+        old name; ``seen`` (a stat of it) makes it move only if unchanged
+        since. ``mode`` is given to the moved file only while it has one link.
+
+        Returns whether it moved, and why it did not (or why its mode was left).
+        """
+        changed = "it changed while repair ran: left where it is"
+        *names, name = relpath.split(os.sep)
+        try:
+            folders = FolderPath.open(self.layout.root, names)
+        except (OSError, ValueError):
+            return False, changed
+        with folders:
+            try:
+                fd = folders.leaf.open(name, _READ_FLAGS)
+            except OSError:
+                return False, changed
+            try:
+                now = os.fstat(fd)
+                if not stat.S_ISREG(now.st_mode) or (
+                    seen is not None and _version(now) != _version(seen)
+                ):
+                    return False, changed
+                try:
+                    taken = self._link_file(fd, target, folders.leaf, name)
+                except _LinkUnsupported:
+                    taken = self._rename_into(folders.leaf, name, target)
+                with contextlib.suppress(FileNotFoundError):  # the rename moved it
+                    if _identity(folders.leaf.lstat(name)) == _identity(now):
+                        folders.leaf.unlink(name)
+                note = None
+                if not taken and mode is not None:
+                    links = os.fstat(fd).st_nlink
+                    if links == 1:
+                        self._set_mode(fd, self.layout.abspath(target), mode)
+                    else:
+                        note = f"moved, but {_shared_reason(links)}"
+            finally:
+                os.close(fd)
+            folders.remove_empty()
+        return True, note
 
     def gc(self, older_than: float | None = None) -> GCReport:
         """Remove named temp files no live writer holds, and empty folders.
@@ -793,43 +1229,82 @@ class Engine:
         Only temp files last modified more than ``older_than`` seconds ago go
         (default 0: the locks protect live writers). Nameless temp files
         (``O_TMPFILE``) need none of this: they vanish with their writer.
+        A temp folder that is a symlink is left alone.
         """
         report = GCReport()
         cutoff = time.time() - (older_than or 0.0)
-        try:
-            entries = list(os.scandir(self.layout.temp_dir))
-        except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            if entry.is_file(follow_symlinks=False) and self._is_abandoned(entry.path, cutoff):
+        with (
+            contextlib.suppress(FileNotFoundError, NotADirectoryError),
+            self._temp_folder() as temp,
+        ):
+            folder = temp.leaf
+            with folder.scandir() as entries:
+                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+            for name in names:
+                if not self._is_abandoned(folder, name, cutoff):
+                    continue
                 # PermissionError: Windows keeps a file open elsewhere.
                 with contextlib.suppress(FileNotFoundError, PermissionError):
-                    size = entry.stat(follow_symlinks=False).st_size
-                    os.unlink(entry.path)
-                    report.temp_files.append(entry.path)
+                    size = folder.lstat(name).st_size
+                    folder.unlink(name)
+                    report.temp_files.append(folder.join(name))
                     report.temp_bytes += size
-        if entries:
-            with contextlib.suppress(OSError):  # not empty: a writer is at work
-                os.rmdir(self.layout.temp_dir)
-        for folder, names in reversed(list(self.walk())):
-            if folder != self.layout.root and not names:
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    continue
-                report.folders.append(folder)
+            temp.remove_empty()  # not empty: a writer is at work
+        try:
+            root = Folder.open_root(self.layout.root)
+        except OSError:
+            return report
+        with root:
+            self._prune(root, top=True, removed=report.folders)
         return report
 
-    @staticmethod
-    def _is_abandoned(path: str, cutoff: float) -> bool:
+    def _prune(self, folder: Folder, top: bool, removed: list[str]) -> bool:
+        """Remove the empty folders under ``folder``, deepest first, into ``removed``.
+
+        Returns whether ``folder`` is left empty.
+        """
+        empty = True
+        subfolders = []
         try:
-            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+            with folder.scandir() as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False) and not (
+                        top and entry.name == TEMP_DIRNAME
+                    ):
+                        subfolders.append(entry.name)
+                    else:
+                        empty = False
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        for name in sorted(subfolders, reverse=True):
+            try:
+                child = folder.child(name)
+            except (FileNotFoundError, NotADirectoryError):
+                empty = False
+                continue
+            with child:
+                child_empty = self._prune(child, top=False, removed=removed)
+            if not child_empty:
+                empty = False
+                continue
+            try:
+                folder.rmdir(name)
+            except OSError:
+                empty = False
+                continue
+            removed.append(folder.join(name))
+        return empty
+
+    @staticmethod
+    def _is_abandoned(folder: Folder, name: str, cutoff: float) -> bool:
+        try:
+            fd = folder.open(name, _READ_FLAGS)
         except OSError:
             return False
-        pid = os.path.basename(path).split("-", 1)[0]
+        pid = name.split("-", 1)[0]
         try:
             info = os.fstat(fd)
-            if info.st_mtime > cutoff:
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
                 return False
             if _fcntl is None:
                 # No locks to ask: the writer's process is gone, or it stalled for a day.

@@ -11,12 +11,21 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from functools import cache
 
 from hashfs.utils import shard as _hashfs_shard
 
 from ._exceptions import InvalidExtension
 
-__all__ = ["TEMP_DIRNAME", "Layout", "is_hex", "normalize_extension", "split_name"]
+__all__ = [
+    "TEMP_DIRNAME",
+    "AddressShape",
+    "Layout",
+    "address_shape",
+    "is_hex",
+    "normalize_extension",
+    "split_name",
+]
 
 #: Folder under the root that holds files being written. Its name starts with a
 #: dot, so it can never collide with a shard folder (hex digits only).
@@ -67,6 +76,61 @@ def split_name(relpath: str) -> tuple[str, str]:
     folders, _, name = relpath.rpartition(os.sep)
     head, dot, extension = name.partition(".")
     return folders.replace(os.sep, "") + head, dot + extension
+
+
+@cache
+def _algorithms_by_length() -> dict[int, tuple[str, ...]]:
+    """Hex digest length -> the guaranteed hashlib algorithms with digests that long."""
+    found: dict[int, list[str]] = {}
+    for name in sorted(hashlib.algorithms_guaranteed):
+        size = hashlib.new(name).digest_size
+        if size:  # not the shake_* ones
+            found.setdefault(size * 2, []).append(name)
+    return {length: tuple(names) for length, names in found.items()}
+
+
+@dataclass(frozen=True)
+class AddressShape:
+    """A path read as the content address of *some* layout: sharding, id, extension."""
+
+    depth: int
+    width: int
+    id: str
+    extension: str
+    #: The hashlib algorithms whose hex digests are as long as ``id``.
+    algorithms: tuple[str, ...]
+
+    def describe(self, algorithm: str | None = None) -> str:
+        """Name the layout, as in ``depth 2, width 2, sha256``.
+
+        Without ``algorithm`` (the one the bytes were found to hash to the
+        id with), the algorithms whose digests are as long as the id.
+        """
+        if algorithm is None:
+            algorithm = f"an id as long as a {', '.join(self.algorithms)} digest"
+        return f"depth {self.depth}, width {self.width}, {algorithm}"
+
+
+def address_shape(relpath: str) -> AddressShape | None:
+    """Return how ``relpath`` is laid out when it is a content address of any layout.
+
+    That is: folders all of one width, all hex, then the rest of a hex id
+    and an optional safe extension, the whole id as long as the digest of a
+    hashlib algorithm (``ab/cd/ef01…`` is depth 2, width 2). ``None`` for
+    anything else. Whether the bytes hash to the id is not looked at here.
+    """
+    *folders, name = relpath.split(os.sep)
+    head, dot, extension = name.partition(".")
+    if extension and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension)):
+        return None
+    width = len(folders[0]) if folders else 0
+    if not is_hex(head) or any(len(f) != width or not is_hex(f) for f in folders):
+        return None
+    id = "".join(folders) + head
+    algorithms = _algorithms_by_length().get(len(id))
+    if algorithms is None:
+        return None
+    return AddressShape(len(folders), width, id, dot + extension, algorithms)
 
 
 def _algorithm_error(algorithm: object, problem: str) -> str:
@@ -172,6 +236,22 @@ class Layout:
         ):
             return None
         return digest, extension
+
+    def describe(self) -> str:
+        """Name this layout, as in ``depth 4, width 1, sha256``."""
+        return f"depth {self.depth}, width {self.width}, {self.algorithm}"
+
+    def foreign_shape(self, relpath: str) -> AddressShape | None:
+        """Return the shape of ``relpath`` when it is a content address of another layout.
+
+        Another layout is another depth, width or digest length: the files
+        another store keeps in the same root (or a store kept before its
+        settings changed). An address of this layout, or anything that is no
+        content address at all, gives ``None``.
+        """
+        if self.parse_address(relpath) is not None:
+            return None
+        return address_shape(relpath)
 
     # -- references ------------------------------------------------------
 

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from ._extras import available, missing_extra
 
@@ -65,7 +65,14 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ._address import HashAddress
-from ._engine import CHUNK_SIZE, Engine, GCReport, check_read_mode
+from ._engine import (
+    CHUNK_SIZE,
+    Engine,
+    GCReport,
+    RepairReport,
+    check_read_mode,
+    foreign_layout,
+)
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
 
@@ -921,10 +928,18 @@ class S3Engine:
 
     computehash = Engine.computehash
 
-    def hash_file(self, path: str | int, checkpoint: Callable[[], None] | None = None) -> str:
-        """The hex digest of the object at ``path`` (an s3:// URL or a relpath)."""
+    def hash_file(
+        self,
+        path: str | int,
+        checkpoint: Callable[[], None] | None = None,
+        algorithm: str | None = None,
+    ) -> str:
+        """The hex digest of the object at ``path`` (an s3:// URL or a relpath).
+
+        With the store's algorithm, unless ``algorithm`` names another.
+        """
         relpath = self.layout.inside(str(path)) or str(path)
-        digest = hashlib.new(self.layout.algorithm)
+        digest = hashlib.new(algorithm or self.layout.algorithm)
         for chunk in obstore.get(self.store, _key(relpath)).stream(min_chunk_size=CHUNK_SIZE):
             if checkpoint is not None:
                 checkpoint()
@@ -946,15 +961,29 @@ class S3Engine:
                     HashAddress(id, expected, self.layout.abspath(expected), False),
                 )
 
-    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
-        repaired = []
+    def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
+        """Move misplaced objects to their content keys; see :meth:`Engine.repair`."""
+        report = RepairReport()
         for path, address in list(self.corrupted(extensions)):
             old = self.layout.inside(path) or path
+
+            def rehash(algorithm: str, old: str = old) -> str:
+                return self.hash_file(old, algorithm=algorithm)
+
+            reason = foreign_layout(self.layout, old, address.id, rehash)
+            if reason is not None and foreign == "refuse":
+                report.refused.append((path, reason + ": left where it is"))
+                continue
             meta = self._head(old)
             self._copy_new(old, _key(address.relpath), None if meta is None else meta["size"])
             obstore.delete(self.store, old)
-            repaired.append((path, address))
-        return repaired
+            report.append((path, address))
+            if reason is not None:
+                report.relaid.append((path, reason))
+        report.log(self.layout)
+        return report
 
     def gc(self, older_than: float | None = None) -> GCReport:
         """Remove temp objects and abort incomplete multipart uploads under the prefix.
