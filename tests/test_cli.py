@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from flask import Flask
 from quart import Quart
 
-from async_hashfs import QuartHashFS
+from async_hashfs import QuartHashFS, SyncHashFS
 from async_hashfs._cli import cli
-from flask_shim import FlaskHashFS, SyncHashFS
+from flask_shim import FlaskHashFS
 
 from .conftest import stored_files, temp_files
 

@@ -16,8 +16,8 @@ pytest.importorskip("botocore")
 
 import obstore
 
+from async_hashfs import SyncHashFS
 from async_hashfs._cli import cli
-from flask_shim import SyncHashFS
 
 
 @pytest.fixture

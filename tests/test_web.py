@@ -21,11 +21,11 @@ from flask import Flask
 from flask import request as flask_request
 from quart import Quart, request
 
-from async_hashfs import QuartHashFS
+from async_hashfs import QuartHashFS, SyncHashFS
 from async_hashfs._engine import Engine
 from async_hashfs._layout import Layout
 from async_hashfs._web import InsufficientStorage, MalformedUpload, MultipartParser, UploadSink
-from flask_shim import FlaskHashFS, SyncHashFS
+from flask_shim import FlaskHashFS
 
 from .conftest import stored_files, temp_files
 from .test_flask import chunked

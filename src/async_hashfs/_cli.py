@@ -3,7 +3,7 @@
 The same group runs standalone (``async-hashfs --root DIR …``,
 ``python -m async_hashfs``) and under ``flask hashfs …`` / ``quart hashfs …``
 on the app's configured store. Commands work on a blocking
-:class:`~flask_shim.SyncHashFS`; long ones show progress on a terminal.
+:class:`~async_hashfs.SyncHashFS`; long ones show progress on a terminal.
 
 Exit codes: 0 done, 1 a check found problems (``verify``), 2 bad usage or a
 reference that names nothing, 3 the store's root is missing, 4 an s3:// root
@@ -29,6 +29,7 @@ import click
 from ._engine import CHUNK_SIZE
 from ._exceptions import HashFSError, NotFound
 from ._layout import Layout
+from ._sync import SyncHashFS
 
 __all__ = ["app_group", "cli", "make_group"]
 
@@ -96,8 +97,6 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
             ctx.exit(3)
 
         def build() -> Any:
-            from flask_shim import SyncHashFS
-
             return SyncHashFS(root, **options)
 
         ctx.meta["hashfs.store"] = build
@@ -489,8 +488,6 @@ def app_group(settings: Any) -> click.Group:
     """The ``hashfs`` group for an app, on its configured store (a ``Settings``)."""
 
     def build() -> Any:
-        from flask_shim import SyncHashFS
-
         return SyncHashFS(settings.root_folder, **settings.store_options())
 
     return make_group("hashfs", build)

@@ -132,7 +132,7 @@ class AsyncFileOpener(Generic[F]):
 class AsyncHashFS(BaseHashFS):
     """A content-addressable store for async code (asyncio or trio).
 
-    Takes :class:`~flask_shim.SyncHashFS`'s arguments, plus ``limiter``: an
+    Takes :class:`~async_hashfs.SyncHashFS`'s arguments, plus ``limiter``: an
     :class:`anyio.CapacityLimiter`, or a number of worker threads, that
     bounds how many blocking steps run at once (default: a limiter of the
     store's own with ``min(32, cpu count + 4)`` threads); and

@@ -20,6 +20,7 @@ from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
 from async_hashfs._engine import GCReport
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
+from async_hashfs._sync import SyncHashFS
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -28,8 +29,6 @@ from async_hashfs._web import (
     UploadSink,
     web_errors,
 )
-
-from ._store import SyncHashFS
 
 __all__ = ["FlaskHashFS"]
 

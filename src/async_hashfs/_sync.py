@@ -3,6 +3,8 @@
 Same constructor, methods and return types as HashFS 0.7.2, on the same disk
 layout; every call runs in the caller's thread. Where HashFS would read
 outside its root, glob user input or leave a partial file, this refuses.
+It needs no web framework, so it lives in the core; ``flask_shim`` re-exports
+the same class for the drop-in import ``from flask_shim import SyncHashFS``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
-from async_hashfs._address import HashAddress
-from async_hashfs._base import BaseHashFS
-from async_hashfs._engine import GCReport
-from async_hashfs._layout import normalize_extension
-from async_hashfs._sources import blocking_chunks
+from ._address import HashAddress
+from ._base import BaseHashFS
+from ._engine import GCReport
+from ._layout import normalize_extension
+from ._sources import blocking_chunks
 
 __all__ = ["SyncHashFS"]
 
