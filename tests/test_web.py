@@ -218,16 +218,17 @@ def test_a_disk_error_while_committing_drops_the_rest(
 ) -> None:
     upload, engine = sink(root)
     upload.feed([form(part("a", b"first"), part("b", b"second"), part("c", b"third"))])
-    real_link = engine._link
+    real_commit = engine._commit
     calls: list[str] = []
 
-    def failing_link(temp: Any, abspath: str) -> bool:
+    # _commit names the temp file on every path (a named temp file or an O_TMPFILE one).
+    def failing_commit(link: Any, source: str, abspath: str) -> bool:
         calls.append(abspath)
         if len(calls) == 2:
             raise OSError(5, "injected I/O error")
-        return real_link(temp, abspath)
+        return real_commit(link, source, abspath)
 
-    monkeypatch.setattr(engine, "_link", failing_link)
+    monkeypatch.setattr(engine, "_commit", failing_commit)
     with pytest.raises(OSError, match="injected"):
         upload.close()
     upload.abort()
