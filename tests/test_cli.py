@@ -541,3 +541,46 @@ def test_app_group_errors_are_one_line(framework: str, root: Path) -> None:
     result = app.test_cli_runner().invoke(args=["hashfs", "get", "0" * 64])
     assert result.exit_code == 2
     assert result.output == f"Error: no stored file for {'0' * 64!r}\n"
+
+
+def test_a_reader_that_leaves_gets_exit_141_and_no_traceback(root: Path) -> None:
+    id = SyncHashFS(root).put(os.urandom(8 << 20)).id
+    with subprocess.Popen(
+        [sys.executable, "-m", "async_hashfs", "--root", str(root), "get", id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert len(process.stdout.read(10)) == 10
+        process.stdout.close()  # as `… | head -c 10` does
+        stderr = process.stderr.read()
+        assert process.wait(60) == 141, stderr
+    assert stderr == b""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT")
+def test_an_interrupt_is_exit_130_not_1(root: Path) -> None:
+    # The command line, started once its imports are done (an interrupt any time after
+    # that reaches click; one during the imports would be Python's own).
+    code = (
+        "import sys\n"
+        "from async_hashfs._cli import cli\n"
+        "sys.stderr.write('ready\\n'); sys.stderr.flush()\n"
+        f"cli(['--root', {str(root)!r}, 'put', '-'])\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,  # left open: put waits for the rest of the input
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write(b"partial")
+        process.stdin.flush()
+        assert process.stderr.readline() == b"ready\n"
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == b"Aborted!"
+    assert stored_files(root) == [] and temp_files(root) == []

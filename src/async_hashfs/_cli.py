@@ -11,8 +11,9 @@ Exit codes: 0 done; 1 a check found problems (``verify``); 2 bad usage: an
 option value or argument that is wrong, a reference that names nothing, a file
 that cannot be read or written; 3 the store's root is missing, is not a folder
 or its disk refused (permissions, a full disk); 4 an s3:// root cannot be used
-(extra not installed, credentials, bucket, server). Every error is one line
-on standard error, ``Error: `` and what was wrong.
+(extra not installed, credentials, bucket, server); 130 interrupted; 141 the
+reader of standard output went away (``… | head``), as a shell reports them.
+Every error is one line on standard error, ``Error: `` and what was wrong.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ StoreFactory = Callable[..., SyncHashFS]
 
 #: Exit code of ``verify`` when a file's bytes no longer match its address.
 EXIT_PROBLEM_FOUND = 1
+#: Interrupted (Ctrl-C), and output cut short (``… | head``): what a shell
+#: reports for SIGINT and SIGPIPE, so that 1 keeps meaning "verify found a mismatch".
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 class CommandError(click.ClickException):
@@ -218,7 +223,7 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_INTERRUPTED)
         # Without standalone mode click returns an exit code, or the command's
         # own return value (None for all of ours).
         sys.exit(result if isinstance(result, int) else 0)
@@ -232,9 +237,20 @@ class _Group(click.Group):
             problem = _storage_problem(exc)
             if problem is not None:
                 raise BucketUnusable(problem) from exc
-            if isinstance(exc, OSError) and exc.errno != errno.EPIPE:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                _discard_stdout()  # the reader left: nothing to say, and no second EPIPE
+                raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from exc
+            if isinstance(exc, OSError):
                 raise NoStore(_disk_problem(exc)) from exc
             raise
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so flushing it at exit cannot fail."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test runner)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def _storage_problem(exc: BaseException) -> str | None:
