@@ -4,9 +4,11 @@
 ``demo`` serves the example Quart app, ``test`` runs pytest on this Python,
 ``nox`` runs nox (lint, typecheck and the tests on every Python 3.10-3.13
 found; arguments go to nox, e.g. ``-s tests-3.12``). Creates ``.venv`` with
-the project and its ``dev`` extra the first time (and again when
-``pyproject.toml`` changes), then runs the command in it. Only the standard
-library is used here, so a machine with Python is enough.
+the project, all its extras and the ``dev`` dependency group (the tools:
+pytest, nox, ruff, mypy...) the first time, and again when ``pyproject.toml``
+changes, then runs the command in it. Only the standard library is used here,
+so a machine with Python is enough: pip is upgraded in ``.venv`` first, to a
+release that installs dependency groups (pip >= 25.1).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ VENV = HERE / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".async-hashfs-installed"
+EXTRAS = ["quart", "flask", "s3"]  # the suite tests every extra
 
 
 def ensure_venv() -> None:
@@ -34,8 +37,10 @@ def ensure_venv() -> None:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{HERE}[dev]"], check=True)
+    subprocess.run([*pip, "install", "--upgrade", "pip>=25.1"], check=True)
+    project = f"{HERE}[{','.join(EXTRAS)}]"
+    group = f"{HERE / 'pyproject.toml'}:dev"
+    subprocess.run([*pip, "install", "-e", project, "--group", group], check=True)
     STAMP.write_text(wanted)
 
 

@@ -1,10 +1,14 @@
 """The one entry point for tests, lint, type checks and benchmarks.
 
-``nox`` (or ``python3 dev.py nox``) runs lint, typecheck and the test suite on
+``nox`` (or ``python3 dev.py nox``) runs lint, typecheck, the test suite on
 every Python 3.10-3.13 this machine has, on PATH or installed by pyenv, and
-says which it found. A version the machine does not have is named and left
+``package`` (build, check and smoke-test the wheel on each of them), and says
+which Pythons it found. A version the machine does not have is named and left
 out; a session asked for by name (``nox -s tests-3.10``) whose interpreter
 cannot be found fails rather than being skipped.
+
+Sessions install the project with every extra and the PEP 735 dependency
+groups of ``pyproject.toml`` that they need (``test``, ``lint``...).
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ import nox
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 HERE = Path(__file__).resolve().parent
+PYPROJECT = nox.project.load_toml(HERE / "pyproject.toml")
+PROJECT = ".[quart,flask,s3]"  # the suite and mypy need every extra
+
+
+def groups(*names: str) -> list[str]:
+    """The requirements of the dependency groups ``names``, included groups resolved."""
+    return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
+
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
@@ -79,7 +91,12 @@ print(
     file=sys.stderr,
     flush=True,
 )
-nox.options.sessions = ["lint", "typecheck", *(f"tests-{version}" for version in FOUND)]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    *(f"tests-{version}" for version in FOUND),
+    "package",
+]
 
 
 def _live_processes_under(prefix: str) -> dict[int, str]:
@@ -118,7 +135,7 @@ def fail_on_leftover_processes(session: nox.Session) -> None:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite on one Python (asyncio and trio), then check no process is left."""
-    session.install("-e", ".[dev]")
+    session.install("-e", PROJECT, *groups("test"))
     try:
         session.run("pytest", *session.posargs)
     finally:
@@ -128,8 +145,8 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
-    session.install("ruff")
-    files = ["src", "tests", "benchmarks", "examples", "noxfile.py", "dev.py"]
+    session.install(*groups("lint"))
+    files = ["src", "tests", "benchmarks", "examples", ".ci", "noxfile.py", "dev.py"]
     session.run("ruff", "check", *files)
     session.run("ruff", "format", "--check", *files)
 
@@ -137,12 +154,32 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check src/ with mypy in strict mode."""
-    session.install("-e", ".[dev]")
+    session.install("-e", PROJECT, *groups("typecheck"))
     session.run("mypy")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and smoke-test the wheel in fresh venvs.
+
+    ``twine check --strict`` (the long description renders on the package
+    index), then ``.ci/wheel_smoke.py``: the wheel alone and with each extra
+    in turn on every Python found, and once with the lowest versions allowed.
+    """
+    session.install(*groups("package"))
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), str(HERE))
+    session.run("twine", "check", "--strict", *sorted(map(str, dist.iterdir())))
+    pythons = [f"{version}={path}" for version, path in FOUND.items()]
+    try:
+        session.run("python", str(HERE / ".ci" / "wheel_smoke.py"), str(dist), *pythons)
+    finally:
+        fail_on_leftover_processes(session)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their ratio tables."""
-    session.install("-e", ".[dev]")
+    session.install("-e", PROJECT, *groups("test"))
     session.run("python", "benchmarks/bench_store.py", *session.posargs)

@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import s3server
 
-from async_hashfs import AsyncHashFS
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncHashFS, SyncHashFS
 
 MIB = 1 << 20
 

@@ -53,10 +53,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 try:
-    from flask_shim import SyncHashFS
+    from async_hashfs import SyncHashFS
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-    from flask_shim import SyncHashFS
+    from async_hashfs import SyncHashFS
 
 KIB = 1 << 10
 MIB = 1 << 20

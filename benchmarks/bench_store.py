@@ -45,12 +45,10 @@ import hashfs
 from hashfs.utils import shard
 
 try:
-    from async_hashfs import AsyncHashFS
-    from flask_shim import SyncHashFS
+    from async_hashfs import AsyncHashFS, SyncHashFS
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-    from async_hashfs import AsyncHashFS
-    from flask_shim import SyncHashFS
+    from async_hashfs import AsyncHashFS, SyncHashFS
 
 MIB = 1 << 20
 CHUNK_SIZE = 1 << 20

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flask_shim import SyncHashFS
+from async_hashfs import SyncHashFS
 
 
 def timed(command: list[str]) -> float:

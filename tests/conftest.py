@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from async_hashfs import AsyncHashFS
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncHashFS, SyncHashFS
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -11,8 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from async_hashfs import AsyncHashFS, FileTooLarge, HashAddress, NotFound
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncHashFS, FileTooLarge, HashAddress, NotFound, SyncHashFS
 
 SMALL = b"content-addressed\n" * 100
 BIG = os.urandom(12 << 20)  # past the S3 engine's in-memory limit: multipart + copy

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from async_hashfs import NotFound
+from async_hashfs import NotFound, SyncHashFS
 from async_hashfs._engine import Engine
 from async_hashfs._folder import DIR_FD
-from flask_shim import SyncHashFS
 
 from .conftest import stored_files, temp_files
 
@@ -93,7 +92,7 @@ def test_writers_killed_at_random_points(root: Path, tmp_path: Path) -> None:
 RACER = textwrap.dedent(
     """
     import sys, threading
-    from flask_shim import SyncHashFS
+    from async_hashfs import SyncHashFS
 
     fs = SyncHashFS(sys.argv[1])
     payloads = [bytes([n]) * (50_000 + n) for n in range(4)]

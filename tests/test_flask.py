@@ -13,7 +13,8 @@ from flask import Flask, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from flask_shim import FlaskHashFS, SyncHashFS
+from async_hashfs import SyncHashFS
+from flask_shim import FlaskHashFS
 
 from .conftest import stored_files, temp_files
 

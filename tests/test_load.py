@@ -21,8 +21,7 @@ import httpx
 import pytest
 from quart import Quart, request
 
-from async_hashfs import QuartHashFS
-from flask_shim import SyncHashFS
+from async_hashfs import QuartHashFS, SyncHashFS
 
 from .conftest import stored_files, temp_files
 from .test_e2e import hypercorn_server

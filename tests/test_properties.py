@@ -10,9 +10,8 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from async_hashfs import AsyncHashFS
+from async_hashfs import AsyncHashFS, SyncHashFS
 from async_hashfs._layout import Layout
-from flask_shim import SyncHashFS
 
 from .conftest import temp_files
 

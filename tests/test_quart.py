@@ -13,8 +13,7 @@ from quart import Quart, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from async_hashfs import AsyncHashFS, QuartHashFS
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncHashFS, QuartHashFS, SyncHashFS
 
 from .conftest import stored_files, temp_files
 

@@ -20,10 +20,9 @@ import obstore
 from botocore.exceptions import ClientError
 from obstore.exceptions import AlreadyExistsError
 
-from async_hashfs import FileTooLarge, HashAddress
+from async_hashfs import FileTooLarge, HashAddress, SyncHashFS
 from async_hashfs import _s3 as s3
 from async_hashfs._s3 import MAX_OBJECT, MAX_PART, MIB, part_size_for
-from flask_shim import SyncHashFS
 
 GIB = 1 << 30
 TIB = 1 << 40

@@ -16,8 +16,8 @@ pytest.importorskip("botocore")
 
 import obstore
 
+from async_hashfs import SyncHashFS
 from async_hashfs._cli import cli
-from flask_shim import SyncHashFS
 
 
 @pytest.fixture
@@ -116,3 +116,25 @@ def test_gc_older_than_zero_is_used_as_given(
     assert removed["temp_files"] == [store + "/.hashfs-tmp/left.tmp"]
     assert removed["uploads"] == []
     assert run(store, "gc", "--older-than", "-1").exit_code == 2
+
+
+@pytest.mark.parametrize("command", [["get", "0" * 64], ["rm", "0" * 64], ["ls"], ["verify"]])
+def test_refused_credentials_on_every_command_are_one_line_and_exit_4(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A HEAD refused with a bare 403 (no S3 error code in the body) too (issue 13)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", env["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    result = run(root(), *command)
+    assert result.exit_code == 4, result.output
+    assert result.output == "Error: the S3 server refused the credentials (HTTP 403)\n"
+
+
+def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_2(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_keys(env, monkeypatch)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "localhost:9000")  # no scheme: obstore would panic
+    result = run(root(), "ls")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "'localhost:9000'" in result.output

@@ -17,10 +17,10 @@ from quart import Quart
 from werkzeug.datastructures import Headers
 
 import async_hashfs._quart
-from async_hashfs import HashAddress, QuartHashFS
+from async_hashfs import HashAddress, QuartHashFS, SyncHashFS
 from async_hashfs._config import url_for
 from async_hashfs._http import SMALL_BODY
-from flask_shim import FlaskHashFS, SyncHashFS
+from flask_shim import FlaskHashFS
 
 DATA = os.urandom(3 * (1 << 20) + 123)  # more than one serving chunk
 DATA_ID = hashlib.sha256(DATA).hexdigest()

@@ -29,9 +29,9 @@ from hypercorn.config import Config as HypercornConfig
 from quart import Quart
 from werkzeug.serving import make_server
 
-from async_hashfs import QuartHashFS
+from async_hashfs import QuartHashFS, SyncHashFS
 from async_hashfs._http import SMALL_BODY
-from flask_shim import FlaskHashFS, SyncHashFS
+from flask_shim import FlaskHashFS
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,15 @@ import hashfs
 import pytest
 from werkzeug.datastructures import FileStorage
 
-from async_hashfs import FileTooLarge, InvalidExtension, InvalidSource, NotFound, ReadOnlyError
-from flask_shim import HashAddress, SyncHashFS
+from async_hashfs import (
+    FileTooLarge,
+    HashAddress,
+    InvalidExtension,
+    InvalidSource,
+    NotFound,
+    ReadOnlyError,
+    SyncHashFS,
+)
 
 from .conftest import stored_files, temp_files
 

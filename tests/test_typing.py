@@ -13,12 +13,14 @@ from pathlib import Path
 import hashfs
 import pytest
 
-from async_hashfs import AsyncHashFS, HashAddress
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncHashFS, HashAddress, SyncHashFS
 
 SNIPPET = """
-from async_hashfs import AsyncBinaryFile, AsyncHashFS
-from flask_shim import SyncHashFS
+from async_hashfs import AsyncBinaryFile, AsyncHashFS, SyncHashFS
+from flask_shim import SyncHashFS as DropIn
+
+same: type[SyncHashFS] = DropIn  # the drop-in import is the same class to mypy
+count: str = DropIn("/tmp").count()  # E
 
 
 def use_sync(fs: SyncHashFS, mode: str) -> None:

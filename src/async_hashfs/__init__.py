@@ -1,7 +1,9 @@
 """async-hashfs: a content-addressable file store for async web apps.
 
-``AsyncHashFS`` is the store; ``QuartHashFS`` (with the ``quart`` extra) the
-Quart extension. The blocking face lives in :mod:`flask_shim`.
+``AsyncHashFS`` is the store for async code, ``SyncHashFS`` the same store for
+blocking code (a drop-in for ``hashfs.HashFS``), and ``QuartHashFS`` (with the
+``quart`` extra) the Quart extension. The Flask extension lives in
+:mod:`flask_shim`, which builds on this package and never the reverse.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._address import HashAddress
-from ._engine import GCReport
+from ._engine import GCReport, RepairReport
 from ._exceptions import (
     CorruptFile,
     FileTooLarge,
@@ -21,6 +23,7 @@ from ._exceptions import (
 )
 from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
+from ._sync import SyncHashFS
 from ._version import __version__
 
 __all__ = [
@@ -33,12 +36,14 @@ __all__ = [
     "AsyncTextFile",
     "FileTooLarge",
     "GCReport",
+    "RepairReport",
     "HashAddress",
     "HashFSError",
     "InvalidExtension",
     "InvalidSource",
     "NotFound",
     "ReadOnlyError",
+    "SyncHashFS",
 ]
 if not TYPE_CHECKING and not available("quart"):  # ``import *`` without the extra
     __all__.remove("QuartHashFS")

@@ -3,15 +3,23 @@
 The same group runs standalone (``async-hashfs --root DIR …``,
 ``python -m async_hashfs``) and under ``flask hashfs …`` / ``quart hashfs …``
 on the app's configured store. Commands work on a blocking
-:class:`~flask_shim.SyncHashFS`; long ones show progress on a terminal.
+:class:`~async_hashfs.SyncHashFS`; long ones show progress on a terminal.
+``put`` creates the store's folder as ``SyncHashFS`` does; the other commands
+need it to exist. ``--help`` works anywhere, with or without a store.
 
-Exit codes: 0 done, 1 a check found problems (``verify``), 2 bad usage or a
-reference that names nothing, 3 the store's root is missing, 4 an s3:// root
-cannot be used (credentials, bucket, server), said in one line.
+Exit codes: 0 done; 1 a check found problems (``verify``); 2 bad usage: an
+option value or argument that is wrong, a reference that names nothing, a file
+that cannot be read or written; 3 the store's root is missing, is not a folder
+or its disk refused (permissions, a full disk); 4 an s3:// root cannot be used
+(extra not installed, credentials, bucket, server); 130 interrupted; 141 the
+reader of standard output went away (``… | head``), as a shell reports them.
+Every error is one line on standard error, ``Error: `` and what was wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,25 +27,55 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from ._engine import CHUNK_SIZE
 from ._exceptions import HashFSError, NotFound
-from ._layout import Layout
+from ._layout import Layout, normalize_extension
+from ._sync import SyncHashFS
+from ._version import __version__
 
 __all__ = ["app_group", "cli", "make_group"]
 
-T = TypeVar("T")
-StoreFactory = Callable[[], Any]
+#: Builds the store; called with ``create=True`` by commands that may create it.
+StoreFactory = Callable[..., SyncHashFS]
+
+#: Exit code of ``verify`` when a file's bytes no longer match its address.
+EXIT_PROBLEM_FOUND = 1
+#: Interrupted (Ctrl-C), and output cut short (``… | head``): what a shell
+#: reports for SIGINT and SIGPIPE, so that 1 keeps meaning "verify found a mismatch".
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
-def _store(ctx: click.Context) -> Any:
+class CommandError(click.ClickException):
+    """Bad usage: an option value, argument, reference or file that is wrong (exit 2).
+
+    Shown as one ``Error: …`` line, like each subclass.
+    """
+
+    exit_code = 2
+
+
+class NoStore(CommandError):
+    """The local store's root is missing, not a folder, or its disk refused (exit 3)."""
+
+    exit_code = 3
+
+
+class BucketUnusable(CommandError):
+    """An s3:// root cannot be used: no extra, credentials, bucket or server (exit 4)."""
+
+    exit_code = 4
+
+
+def _store(ctx: click.Context, *, create: bool = False) -> SyncHashFS:
     factory: StoreFactory = ctx.find_root().meta["hashfs.store"]
-    return factory()
+    return factory(create=create)
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -81,23 +119,50 @@ def _sizes(store: Any) -> Iterator[tuple[str, int]]:
         yield store.layout.inside(path) or path, size
 
 
+def open_store(
+    root: str | None, depth: int, width: int, algorithm: str, *, create: bool = False
+) -> SyncHashFS:
+    """Return the store at ``root`` for a command, or fail with one line and its exit code.
+
+    A local root must be a folder; with ``create`` (``put``) it may be missing
+    and is then created by the first put, as ``SyncHashFS`` does.
+
+    Raises:
+        CommandError: no root given, a bad ``depth``/``width``/``algorithm`` or
+            root (exit 2), a local root that is missing or not a folder (exit 3),
+            an s3:// root without the ``s3`` extra (exit 4).
+    """
+    if not root:
+        raise CommandError("no store given: pass --root DIR or set HASHFS_ROOT_FOLDER")
+    try:
+        store = SyncHashFS(root, depth=depth, width=width, algorithm=algorithm)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    except ModuleNotFoundError as exc:  # an s3:// root without the ``s3`` extra
+        raise BucketUnusable(str(exc)) from exc
+    if store.layout.is_url:
+        return store  # the bucket answers on first use; errors there are exit 4
+    if os.path.isdir(store.root):
+        return store
+    if os.path.lexists(store.root) or not create:
+        raise NoStore(f"store root {root!r} is not a folder")
+    return store
+
+
 def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> click.Group:
-    """Build the command group; ``factory`` gives the store (else ``--root`` options do)."""
+    """Build the command group; ``factory`` gives the store (else ``--root`` options do).
+
+    Options are only read here: the store is opened when a command asks for
+    it, so ``--help`` of the group and of every command works without one.
+    """
 
     def attach(ctx: click.Context, **options: Any) -> None:
         if factory is not None:
             ctx.meta["hashfs.store"] = factory
             return
-        root = options.pop("root")
-        # An s3:// root takes its endpoint and keys from the AWS_* variables.
-        if "://" not in root and not os.path.isdir(root):
-            click.echo(f"Error: store root {root!r} is not a folder", err=True)
-            ctx.exit(3)
 
-        def build() -> Any:
-            from flask_shim import SyncHashFS
-
-            return SyncHashFS(root, **options)
+        def build(create: bool = False) -> SyncHashFS:
+            return open_store(**options, create=create)
 
         ctx.meta["hashfs.store"] = build
 
@@ -106,9 +171,9 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
         params = [
             click.Option(
                 ["--root"],
-                required=True,
                 envvar="HASHFS_ROOT_FOLDER",
-                help="Folder of the store (or $HASHFS_ROOT_FOLDER).",
+                metavar="DIR|s3://BUCKET/PREFIX",
+                help="The store (or $HASHFS_ROOT_FOLDER); put creates a missing folder.",
             ),
             click.Option(["--depth"], type=int, default=4, show_default=True),
             click.Option(["--width"], type=int, default=1, show_default=True),
@@ -119,14 +184,49 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
         params=params,
         callback=click.pass_context(attach),
         help="Look after a content-addressable store: put, get, check, repair, clean, migrate.",
+        epilog="Exit codes: 0 done, 1 verify found a mismatch, 2 bad usage or reference, "
+        "3 no usable store folder, 4 an s3:// root that cannot be used.",
     )
+    if factory is None:
+        click.version_option(
+            __version__, "--version", prog_name="async-hashfs", message="%(prog)s %(version)s"
+        )(group)
     for command in _COMMANDS:
         group.add_command(command)
     return group
 
 
 class _Group(click.Group):
-    """Runs a command; a bucket that cannot be used is one line and exit code 4."""
+    """Runs a command; every user error is one ``Error: …`` line and its exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run as a program: click's own, but usage errors are one line too."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        # Without standalone mode click returns an exit code, or the command's
+        # own return value (None for all of ours).
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -135,10 +235,22 @@ class _Group(click.Group):
             raise
         except Exception as exc:
             problem = _storage_problem(exc)
-            if problem is None:
-                raise
-            click.echo(f"Error: {problem}", err=True)
-            ctx.exit(4)
+            if problem is not None:
+                raise BucketUnusable(problem) from exc
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                _discard_stdout()  # the reader left: nothing to say, and no second EPIPE
+                raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from exc
+            if isinstance(exc, OSError):
+                raise NoStore(_disk_problem(exc)) from exc
+            raise
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so flushing it at exit cannot fail."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test runner)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def _storage_problem(exc: BaseException) -> str | None:
@@ -148,6 +260,16 @@ def _storage_problem(exc: BaseException) -> str | None:
     from ._s3 import describe_error
 
     return describe_error(exc)
+
+
+def _disk_problem(exc: OSError) -> str:
+    """One line for a disk error met on the store: what failed, and where."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"the store's disk refused: {exc.strerror or exc}{where}"
+
+
+def _fail(message: str) -> NoReturn:
+    raise CommandError(message)
 
 
 # -- commands -----------------------------------------------------------------
@@ -165,19 +287,28 @@ _quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def put(
     ctx: click.Context, files: tuple[str, ...], extension: str | None, as_json: bool, quiet: bool
 ) -> None:
-    """Store FILES (- reads standard input); print each id and relpath."""
-    store = _store(ctx)
-    sizes = [0 if f == "-" else _size_or_fail(ctx, f) for f in files]
+    """Store FILES (- reads standard input); print each id and relpath.
+
+    Creates the store's folder if it is missing. Stops at the first file that
+    cannot be read (exit 2), after printing those already stored.
+    """
+    try:
+        normalize_extension(extension)
+    except HashFSError as exc:
+        _fail(f"--extension: {exc}")
+    store = _store(ctx, create=True)
+    sizes = [0 if f == "-" else _readable_size(f) for f in files]
     progress = _Progress("put", sum(sizes), quiet)
     results = []
+    failed: str | None = None
     try:
         for path, size in zip(files, sizes, strict=True):
             src: Any = sys.stdin.buffer if path == "-" else path
             try:
                 address = store.put(src, extension)
             except HashFSError as exc:
-                click.echo(f"Error: {path}: {exc}", err=True)
-                ctx.exit(2)
+                failed = f"{path}: {exc}"
+                break
             progress.advance(size)
             results.append(
                 {
@@ -191,22 +322,22 @@ def put(
         progress.close()
     for result in results:
         _emit(result, as_json, f"{result['id']}  {result['relpath']}")
+    if failed is not None:
+        _fail(failed)
 
 
-def _size_or_fail(ctx: click.Context, path: str) -> int:
+def _readable_size(path: str) -> int:
+    """Return the size of the regular file ``path``, or fail (exit 2) saying why not."""
     try:
         # Stat first: opening a FIFO would wait for a writer forever.
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            click.echo(f"Error: cannot read {path!r}: not a regular file", err=True)
-            ctx.exit(2)
+            _fail(f"cannot read {path!r}: not a regular file")
         with open(path, "rb"):
             pass
-        return info.st_size
     except OSError as exc:
-        click.echo(f"Error: cannot read {path!r}: {exc.strerror}", err=True)
-        ctx.exit(2)
-    raise AssertionError("unreachable")  # pragma: no cover
+        _fail(f"cannot read {path!r}: {exc.strerror or exc}")
+    return info.st_size
 
 
 @click.command()
@@ -214,26 +345,63 @@ def _size_or_fail(ctx: click.Context, path: str) -> int:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
     help="Write to this file instead of standard output.",
 )
 @click.pass_context
 def get(ctx: click.Context, ref: str, output: str | None) -> None:
-    """Write the bytes of REF (an id, relpath or path) to standard output or a file."""
+    """Write the bytes of REF (an id, relpath or path) to standard output or a file.
+
+    A file given with ``-o`` is written only once REF is found; if writing it
+    fails, the partial file is removed (exit 2).
+    """
     store = _store(ctx)
     try:
         source = store.open(ref)
     except (NotFound, TypeError):
-        click.echo(f"Error: no stored file for {ref!r}", err=True)
-        ctx.exit(2)
+        _fail(f"no stored file for {ref!r}")
     with source:
         if output is None:
             shutil.copyfileobj(source, sys.stdout.buffer, CHUNK_SIZE)
             sys.stdout.buffer.flush()
-        else:
-            with open(output, "wb") as target:
-                shutil.copyfileobj(source, target, CHUNK_SIZE)
+            return
+        _copy_to_file(source, output)
+
+
+def _copy_to_file(source: Any, output: str) -> None:
+    """Copy ``source`` into the file ``output``, or fail (exit 2) saying why.
+
+    A file this call created is removed if writing it fails; one that existed
+    (or a device such as ``/dev/stdout``) is left as it is.
+    """
+    created = False
+    try:
+        try:
+            target = open(output, "xb")  # noqa: SIM115 - closed below
+            created = True
+        except FileExistsError:
+            target = open(output, "wb")  # noqa: SIM115
+    except OSError as exc:
+        _fail(f"cannot write {output!r}: {exc.strerror or exc}")
+    failure: OSError | None = None
+    try:
+        while chunk := source.read(CHUNK_SIZE):  # a read error is the store's: exit 3
+            try:
+                target.write(chunk)
+            except OSError as exc:
+                failure = exc
+                break
+    finally:
+        try:
+            target.close()
+        except OSError as exc:
+            failure = failure or exc
+        if created and (failure is not None or sys.exc_info()[1] is not None):
+            with contextlib.suppress(OSError):
+                os.remove(output)
+    if failure is not None:
+        _fail(f"cannot write {output!r}: {failure.strerror or failure}")
 
 
 @click.command()
@@ -248,12 +416,11 @@ def rm(ctx: click.Context, refs: tuple[str, ...], as_json: bool) -> None:
         address = store.get(ref)
         if address is None:
             missing.append(ref)
-            click.echo(f"Error: no stored file for {ref!r}", err=True)
             continue
         store.delete(address.relpath)
         _emit({"deleted": address.id, "relpath": address.relpath}, as_json, address.relpath)
     if missing:
-        ctx.exit(2)
+        _fail("no stored file for " + ", ".join(map(repr, missing)))
 
 
 @click.command(name="ls")
@@ -352,7 +519,7 @@ def verify(ctx: click.Context, jobs: int, as_json: bool, quiet: bool) -> None:
             click.echo(f"MISMATCH  {item['relpath']}  (bytes hash to {item['actual']})")
         click.echo(f"{len(files)} files checked, {len(bad)} mismatched", err=True)
     if bad:
-        ctx.exit(1)
+        ctx.exit(EXIT_PROBLEM_FOUND)
 
 
 @click.command()
@@ -448,11 +615,9 @@ def migrate(
     try:
         target = Layout(store.root, depth, width, algorithm or store.algorithm)
     except ValueError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        ctx.exit(2)
+        _fail(str(exc))
     if store.layout.is_url:
-        click.echo("Error: migrate works on local stores only", err=True)
-        ctx.exit(2)
+        _fail("migrate works on local stores only")
     same_hash = target.algorithm == store.algorithm
     files = [(store.layout.abspath(relpath), size) for relpath, size in _sizes(store)]
     progress = _Progress("migrate", sum(size for _, size in files), quiet)
@@ -508,9 +673,8 @@ _COMMANDS = [put, get, rm, ls, stats, verify, repair, gc, migrate]
 def app_group(settings: Any) -> click.Group:
     """The ``hashfs`` group for an app, on its configured store (a ``Settings``)."""
 
-    def build() -> Any:
-        from flask_shim import SyncHashFS
-
+    def build(create: bool = False) -> SyncHashFS:
+        # init_app created the root; a store the app cannot open is its config's problem.
         return SyncHashFS(settings.root_folder, **settings.store_options())
 
     return make_group("hashfs", build)

@@ -27,7 +27,7 @@ from quart.asgi import ASGIHTTPConnection
 from ._address import HashAddress
 from ._body import BoundedBody
 from ._config import DEFAULTS, EXTENSION, AppState, ExtensionBase, register
-from ._engine import GCReport
+from ._engine import GCReport, RepairReport
 from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
@@ -255,9 +255,11 @@ class QuartHashFS(ExtensionBase):
         """Yield ``(path, expected address)`` for each file not at its content address."""
         return self.store.corrupted(extensions)
 
-    async def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
-        """Move misplaced files to their content address; return what moved."""
-        moved = await self.store.repair(extensions)
+    async def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
+        """Move misplaced files to their content address; see :meth:`AsyncHashFS.repair`."""
+        moved = await self.store.repair(extensions, foreign)
         self._state.presence.forget()
         return moved
 

@@ -42,6 +42,7 @@ import os
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -164,6 +165,9 @@ def describe_error(exc: BaseException) -> str | None:
         return "no S3 credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied") or status == 403:
         return f"the S3 server refused the credentials ({code or 'HTTP 403'})"
+    if name in ("PermissionDeniedError", "UnauthenticatedError") or "status code: 403" in text:
+        # obstore's answer to a 403 without a body (a HEAD): no S3 error code to name.
+        return "the S3 server refused the credentials (HTTP 403)"
     if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text or "AccessDenied" in text:
         return "the S3 server refused the credentials"
     if code == "NoSuchBucket" or "NoSuchBucket" in text or "bucket does not exist" in text.lower():
@@ -420,6 +424,21 @@ def _env_endpoint() -> str | None:
     return None
 
 
+def _check_endpoint(endpoint: str) -> None:
+    """Raise ``ValueError`` unless ``endpoint`` is an http(s) URL (obstore panics on others)."""
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            "S3 endpoint (the endpoint option or AWS_ENDPOINT_URL) must be an http:// "
+            f"or https:// URL, not {endpoint!r}"
+        )
+
+
 class S3Engine:
     """All object-storage work of one store. Every method blocks; all are thread-safe.
 
@@ -480,6 +499,8 @@ class S3Engine:
         settings.setdefault("copy_if_not_exists", "header:If-None-Match:*")
         endpoint = settings.pop("endpoint", None) or _env_endpoint()
         self.endpoint: str | None = str(endpoint) if endpoint else None
+        if self.endpoint is not None:
+            _check_endpoint(self.endpoint)
         self.public_endpoint: str | None = own.get("public_endpoint") or self.endpoint
         self._settings = settings
         self._lock = threading.Lock()

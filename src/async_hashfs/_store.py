@@ -24,7 +24,7 @@ from anyio import from_thread
 from ._address import HashAddress
 from ._base import BaseHashFS
 from ._budget import DEFAULT_UPLOAD_MEMORY, ChargedSource, UploadBudget, pump
-from ._engine import GCReport, check_read_mode
+from ._engine import GCReport, RepairReport, check_read_mode
 from ._layout import normalize_extension
 from ._sources import blocking_chunks, is_async_source
 
@@ -132,7 +132,7 @@ class AsyncFileOpener(Generic[F]):
 class AsyncHashFS(BaseHashFS):
     """A content-addressable store for async code (asyncio or trio).
 
-    Takes :class:`~flask_shim.SyncHashFS`'s arguments, plus ``limiter``: an
+    Takes :class:`~async_hashfs.SyncHashFS`'s arguments, plus ``limiter``: an
     :class:`anyio.CapacityLimiter`, or a number of worker threads, that
     bounds how many blocking steps run at once (default: a limiter of the
     store's own with ``min(32, cpu count + 4)`` threads); and
@@ -345,9 +345,17 @@ class AsyncHashFS(BaseHashFS):
         async for item in self._iterate(self._engine.corrupted(extensions), batch=1):
             yield item
 
-    async def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
-        """Move misplaced files to their content address; return what moved."""
-        return await self._run(self._engine.repair, extensions)
+    async def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
+        """Move misplaced files to their content address; return what moved.
+
+        The answer is a list of ``(old path, address)``, as HashFS returns,
+        with ``refused`` (files left where they are, and why) and ``relaid``
+        (files moved from another layout's addresses). ``foreign="refuse"``
+        leaves files at another layout's addresses where they are.
+        """
+        return await self._run(self._engine.repair, extensions, foreign)
 
     async def remove_empty(self, folder: str) -> None:
         """Remove ``folder`` and its parents while empty, stopping at the root."""

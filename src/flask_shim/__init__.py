@@ -1,4 +1,9 @@
-"""The blocking face of async-hashfs: ``SyncHashFS`` and, with Flask, ``FlaskHashFS``."""
+"""The Flask face of async-hashfs: ``FlaskHashFS`` (with the ``flask`` extra).
+
+Also re-exports :class:`async_hashfs.SyncHashFS` (the same class) and the
+exceptions, so code written for ``hashfs`` and ``flask_hashfs`` changes only
+its imports. This package uses :mod:`async_hashfs`; the core never imports it.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,8 @@ from async_hashfs._exceptions import (
     ReadOnlyError,
 )
 from async_hashfs._extras import available, missing_extra
+from async_hashfs._sync import SyncHashFS
 from async_hashfs._version import __version__
-
-from ._store import SyncHashFS
 
 __all__ = [
     "__version__",

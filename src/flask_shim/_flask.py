@@ -17,9 +17,10 @@ from werkzeug.wsgi import wrap_file
 
 from async_hashfs._address import HashAddress
 from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
-from async_hashfs._engine import GCReport
+from async_hashfs._engine import GCReport, RepairReport
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
+from async_hashfs._sync import SyncHashFS
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -28,8 +29,6 @@ from async_hashfs._web import (
     UploadSink,
     web_errors,
 )
-
-from ._store import SyncHashFS
 
 __all__ = ["FlaskHashFS"]
 
@@ -156,9 +155,11 @@ class FlaskHashFS(ExtensionBase):
         """Yield ``(path, expected address)`` for each file not at its content address."""
         return self.store.corrupted(extensions)
 
-    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
-        """Move misplaced files to their content address; return what moved."""
-        moved = self.store.repair(extensions)
+    def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
+        """Move misplaced files to their content address; see :meth:`SyncHashFS.repair`."""
+        moved = self.store.repair(extensions, foreign)
         self._state.presence.forget()
         return moved
 

@@ -3,6 +3,8 @@
 Same constructor, methods and return types as HashFS 0.7.2, on the same disk
 layout; every call runs in the caller's thread. Where HashFS would read
 outside its root, glob user input or leave a partial file, this refuses.
+It needs no web framework, so it lives in the core; ``flask_shim`` re-exports
+the same class for the drop-in import ``from flask_shim import SyncHashFS``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
-from async_hashfs._address import HashAddress
-from async_hashfs._base import BaseHashFS
-from async_hashfs._engine import GCReport
-from async_hashfs._layout import normalize_extension
-from async_hashfs._sources import blocking_chunks
+from ._address import HashAddress
+from ._base import BaseHashFS
+from ._engine import GCReport, RepairReport
+from ._layout import normalize_extension
+from ._sources import blocking_chunks
 
 __all__ = ["SyncHashFS"]
 
@@ -125,9 +127,17 @@ class SyncHashFS(BaseHashFS):
         """Yield ``(path, expected address)`` for each file not at its content address."""
         return self._engine.corrupted(extensions)
 
-    def repair(self, extensions: bool = True) -> list[tuple[str, HashAddress]]:
-        """Move misplaced files to their content address; return what moved."""
-        return self._engine.repair(extensions)
+    def repair(
+        self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
+    ) -> RepairReport:
+        """Move misplaced files to their content address; return what moved.
+
+        The answer is a list of ``(old path, address)``, as HashFS returns,
+        with ``refused`` (files left where they are, and why) and ``relaid``
+        (files moved from another layout's addresses). ``foreign="refuse"``
+        leaves files at another layout's addresses where they are.
+        """
+        return self._engine.repair(extensions, foreign)
 
     def gc(self, older_than: float | None = None) -> GCReport:
         """Remove temp files of dead writers and empty folders.
