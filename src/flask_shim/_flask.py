@@ -41,7 +41,7 @@ class FlaskHashFS(ExtensionBase):
 
     A drop-in for Flask-HashFS: same config keys, errors and URLs, and the
     store's operations with hashfs's parameter names, on the app's
-    :class:`SyncHashFS` (``fs.store``).
+    :class:`~async_hashfs.SyncHashFS` (``fs.store``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -72,7 +72,7 @@ class FlaskHashFS(ExtensionBase):
 
     @property
     def store(self) -> SyncHashFS:
-        """The app's :class:`SyncHashFS`."""
+        """The app's :class:`~async_hashfs.SyncHashFS`."""
         store: SyncHashFS = self._state.store
         return store
 
@@ -158,7 +158,7 @@ class FlaskHashFS(ExtensionBase):
     def repair(
         self, extensions: bool = True, foreign: Literal["move", "refuse"] = "move"
     ) -> RepairReport:
-        """Move misplaced files to their content address; see :meth:`SyncHashFS.repair`."""
+        """Move misplaced files to their address; see :meth:`async_hashfs.SyncHashFS.repair`."""
         moved = self.store.repair(extensions, foreign)
         self._state.presence.forget()
         return moved
