@@ -7,7 +7,7 @@ on the app's configured store. Commands work on a blocking
 ``put`` creates the store's folder as ``SyncHashFS`` does; the other commands
 need it to exist. ``--help`` works anywhere, with or without a store.
 
-Exit codes: 0 done; 1 a check found problems (``verify``); 2 bad usage: an
+Exit codes: 0 done; 1 a check found problems (``verify``, files ``repair`` left); 2 bad usage: an
 option value or argument that is wrong, a reference that names nothing, a file
 that cannot be read or written; 3 the store's root is missing, is not a folder
 or its disk refused (permissions, a full disk); 4 an s3:// root cannot be used
@@ -184,8 +184,9 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
         params=params,
         callback=click.pass_context(attach),
         help="Look after a content-addressable store: put, get, check, repair, clean, migrate.",
-        epilog="Exit codes: 0 done, 1 verify found a mismatch, 2 bad usage or reference, "
-        "3 no usable store folder, 4 an s3:// root that cannot be used.",
+        epilog="Exit codes: 0 done, 1 a check found a problem (verify: a mismatch; repair: "
+        "files left), 2 bad usage or reference, 3 no usable store folder, 4 an s3:// root "
+        "that cannot be used.",
     )
     if factory is None:
         click.version_option(
