@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Run the demo, the tests or nox from a fresh checkout: ``python3 dev.py demo|test|nox``.
+"""Run a demo, the tests or nox from a checkout: ``python3 dev.py demo|flask-demo|test|nox``.
 
-``demo`` serves the example Quart app, ``test`` runs pytest on this Python,
+``demo`` serves the example Quart app (http://127.0.0.1:5000/), ``flask-demo``
+the Flask one (http://127.0.0.1:5001/), ``test`` runs pytest on this Python,
 ``nox`` runs nox (lint, typecheck and the tests on every Python 3.10-3.13
 found; arguments go to nox, e.g. ``-s tests-3.12``). Creates ``.venv`` with
 the project, all its extras and the ``dev`` dependency group (the tools:
@@ -47,6 +48,7 @@ def ensure_venv() -> None:
 def main(argv: list[str]) -> int:
     commands = {
         "demo": [str(PYTHON), str(HERE / "examples" / "quart_app.py")],
+        "flask-demo": [str(PYTHON), str(HERE / "examples" / "flask_app.py")],
         "test": [str(PYTHON), "-m", "pytest"],
         "nox": [str(PYTHON), "-m", "nox", "--noxfile", str(HERE / "noxfile.py")],
     }

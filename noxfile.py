@@ -179,6 +179,17 @@ def package(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the API reference from the docstrings into docs/_build, warnings as errors.
+
+    The suite builds it too (tests/test_docs.py), so CI checks it on every run.
+    """
+    session.install("-e", PROJECT, *groups("test"))
+    out = str(HERE / "docs" / "_build")
+    session.run("python", "-m", "sphinx", "-n", "-W", "--keep-going", "-b", "html", "docs", out)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their ratio tables."""
     session.install("-e", PROJECT, *groups("test"))
