@@ -44,10 +44,11 @@ __all__ = ["app_group", "cli", "make_group"]
 #: Builds the store; called with ``create=True`` by commands that may create it.
 StoreFactory = Callable[..., SyncHashFS]
 
-#: Exit code of ``verify`` when a file's bytes no longer match its address.
+#: A check found a problem: ``verify`` a file whose bytes no longer match its
+#: address, ``repair`` files it left where they are. Never used for errors.
 EXIT_PROBLEM_FOUND = 1
 #: Interrupted (Ctrl-C), and output cut short (``… | head``): what a shell
-#: reports for SIGINT and SIGPIPE, so that 1 keeps meaning "verify found a mismatch".
+#: reports for SIGINT and SIGPIPE, so that 1 keeps meaning "a check found a problem".
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -563,7 +564,7 @@ def repair(ctx: click.Context, relayout: bool, as_json: bool, quiet: bool) -> No
                 err=True,
             )
     if report.refused:
-        ctx.exit(1)
+        ctx.exit(EXIT_PROBLEM_FOUND)
 
 
 @click.command()
