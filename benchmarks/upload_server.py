@@ -11,6 +11,13 @@ Routes:
 - ``POST /uploads``: ``await fs.put_uploads()``, the streamed multipart upload;
 - ``POST /discard``: reads the body and drops it (the ceiling: same server,
   same backpressure, no store);
+- ``POST /onloop``: hashes and writes each chunk on the event loop itself
+  (the single-thread limit; it stalls the loop, so it is a ceiling for one
+  thread, not a pattern to follow);
+- ``POST /aiofiles``: writes each chunk with aiofiles and hashes it on the
+  loop: what users write without us;
+- ``POST /quartfiles``: Quart's own ``await request.files`` and
+  ``await file.save(path)``, no hashing at all;
 - ``DELETE /stored/<id>``: removes a stored file between measurements;
 - ``GET /ping``: answers at once (the event loop's latency).
 """
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -32,6 +41,8 @@ except ImportError:  # run from a checkout without an install
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from async_hashfs import QuartHashFS
 
+import aiofiles
+import aiofiles.os
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart, request
@@ -79,6 +90,55 @@ def create_app(
         async for chunk in request.body:
             size += len(chunk)
         return {"size": size}
+
+    def scratch_path() -> str:
+        # In the root: the same file system as the store's own files.
+        return os.path.join(root, f"bench-{secrets.token_hex(8)}.tmp")
+
+    @app.post("/onloop")
+    async def onloop() -> Any:
+        digest = hashlib.sha256()
+        size = 0
+        path = scratch_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            async for chunk in request.body:
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += len(chunk)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+        return {"id": digest.hexdigest(), "size": size}
+
+    @app.post("/aiofiles")
+    async def with_aiofiles() -> Any:
+        digest = hashlib.sha256()
+        size = 0
+        path = scratch_path()
+        try:
+            async with aiofiles.open(path, "xb") as file:
+                async for chunk in request.body:
+                    digest.update(chunk)
+                    await file.write(chunk)
+                    size += len(chunk)
+        finally:
+            await aiofiles.os.remove(path)
+        return {"id": digest.hexdigest(), "size": size}
+
+    @app.post("/quartfiles")
+    async def quartfiles() -> Any:
+        files = await request.files
+        form = await request.form
+        path = scratch_path()
+        try:
+            await files["file"].save(path)
+            size = os.stat(path).st_size
+        finally:
+            os.unlink(path)
+        return {"size": size, "form": form.to_dict(flat=False)}
 
     @app.delete("/stored/<id>")
     async def delete(id: str) -> Any:
