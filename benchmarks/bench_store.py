@@ -27,6 +27,7 @@ import argparse
 import gc
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import os
 import platform
@@ -84,6 +85,8 @@ class Target:
     contender: str
     anchor: str
     minimum: float
+    #: The same comparison for the code before (``--baseline``): shown, not judged.
+    info: bool = False
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Verdict:
     anchor: Contender
     minimum: float
     ratio: float | None
+    info: bool = False
 
     @property
     def passed(self) -> bool:
@@ -142,13 +146,46 @@ def judge(case: Case) -> list[Verdict]:
         ratio = None
         if contender.median is not None and anchor.median is not None:
             ratio = anchor.median / contender.median
-        verdicts.append(Verdict(case, contender, anchor, target.minimum, ratio))
+        verdicts.append(Verdict(case, contender, anchor, target.minimum, ratio, target.info))
     return verdicts
 
 
 def start_timer() -> float:
     gc.collect()
     return time.perf_counter()
+
+
+# -- the code under test ------------------------------------------------------
+
+
+@dataclass
+class Face:
+    """One version of the store: this checkout's, or ``--baseline``'s (the code before)."""
+
+    key: str  # prefix of the contender keys
+    tag: str  # suffix of the contender labels
+    sync: type[SyncHashFS]
+    asyncio: type[AsyncHashFS]
+
+    @property
+    def before(self) -> bool:
+        return bool(self.key)
+
+
+def load_baseline(src: str) -> Face:
+    """Import the ``async_hashfs`` package found in the folder ``src`` under another name."""
+    folder = os.path.join(src, "async_hashfs")
+    spec = importlib.util.spec_from_file_location(
+        "async_hashfs_baseline",
+        os.path.join(folder, "__init__.py"),
+        submodule_search_locations=[folder],
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: no async_hashfs package in {src}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return Face("before-", " [before]", module.SyncHashFS, module.AsyncHashFS)
 
 
 # -- the workspace ------------------------------------------------------------
@@ -235,19 +272,17 @@ async def file_chunks(path: str) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def memory_chunks(data: bytes, size: int) -> AsyncIterator[memoryview]:
-    """Yield ``data`` in ``size``-byte slices, without copying: a body already in memory."""
-    view = memoryview(data)
-    for start in range(0, len(view), size):
-        yield view[start : start + size]
+async def memory_chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    """Yield chunks already in memory, as a request body gives them (``bytes``)."""
+    for chunk in chunks:
+        yield chunk
 
 
-def large_put_case(workspace: Workspace, size_mib: int) -> Case:
+def large_put_case(workspace: Workspace, size_mib: int, faces: list[Face]) -> Case:
     src = os.path.join(workspace.path, "source.bin")
     print(f"  writing a {size_mib} MiB source file", file=sys.stderr, flush=True)
     expected = write_random_file(src, size_mib * MIB)
-    with open(src, "rb") as file:
-        in_memory = file.read()  # the chunks-in-memory contenders' bytes
+    split: dict[int, list[bytes]] = {}  # the in-memory contenders' chunks, made once
 
     def measure(put: Callable[[str], tuple[float, str]]) -> Callable[[int], float]:
         def run(round_: int) -> float:
@@ -268,41 +303,31 @@ def large_put_case(workspace: Workspace, size_mib: int) -> Case:
         id = raw_single_pass(src, root)
         return time.perf_counter() - started, id
 
-    def sync_path(root: str) -> tuple[float, str]:
-        fs = SyncHashFS(root)
-        started = start_timer()
-        address = fs.put(src)
-        return time.perf_counter() - started, address.id
-
-    def async_path(root: str) -> tuple[float, str]:
-        async def main() -> tuple[float, str]:
-            fs = AsyncHashFS(root)
+    def sync_path(face: Face) -> Callable[[str], tuple[float, str]]:
+        def put(root: str) -> tuple[float, str]:
+            fs = face.sync(root)
             started = start_timer()
-            address = await fs.put(src)
+            address = fs.put(src)
             return time.perf_counter() - started, address.id
 
-        return anyio.run(main, backend="asyncio")
+        return put
 
-    def async_stream(root: str) -> tuple[float, str]:
-        async def main() -> tuple[float, str]:
-            fs = AsyncHashFS(root)
-            started = start_timer()
-            address = await fs.put(file_chunks(src))
-            return time.perf_counter() - started, address.id
-
-        return anyio.run(main, backend="asyncio")
-
-    def async_memory(chunk_size: int) -> Callable[[str], tuple[float, str]]:
+    def async_put(face: Face, source: Callable[[], object]) -> Callable[[str], tuple[float, str]]:
         def put(root: str) -> tuple[float, str]:
             async def main() -> tuple[float, str]:
-                fs = AsyncHashFS(root)
+                fs = face.asyncio(root)
                 started = start_timer()
-                address = await fs.put(memory_chunks(in_memory, chunk_size))
+                address = await fs.put(source())
                 return time.perf_counter() - started, address.id
 
             return anyio.run(main, backend="asyncio")
 
         return put
+
+    def in_memory(chunk_size: int) -> Callable[[], object]:
+        with open(src, "rb") as file:
+            split[chunk_size] = list(iter(lambda: file.read(chunk_size), b""))
+        return lambda: memory_chunks(split[chunk_size])
 
     def hashfs_path(root: str) -> tuple[float, str]:
         fs = hashfs.HashFS(root)
@@ -310,35 +335,52 @@ def large_put_case(workspace: Workspace, size_mib: int) -> Case:
         address = fs.put(src)
         return time.perf_counter() - started, address.id
 
-    ours = ["sync", "async", "stream"]
     in_memory_sizes = [("mem1m", "1 MiB", MIB), ("mem64k", "64 KiB", 64 << 10)]
     in_memory_sizes.append(("mem16k", "16 KiB", 16 << 10))
+    sources = {n: in_memory(n) for _, _, n in in_memory_sizes}
+    contenders = [Contender("raw", "raw single pass (read/sha256/write/rename)", measure(raw))]
+    targets = []
+    for face in faces:
+        k, tag = face.key, face.tag
+        contenders += [
+            Contender(k + "sync", f"SyncHashFS.put(path){tag}", measure(sync_path(face))),
+            Contender(
+                k + "async", f"AsyncHashFS.put(path){tag}", measure(async_put(face, lambda: src))
+            ),
+            Contender(
+                k + "stream",
+                f"AsyncHashFS.put(async iter, 1 MiB){tag}",
+                measure(async_put(face, lambda: file_chunks(src))),
+            ),
+        ]
+        contenders += [
+            Contender(
+                k + key,
+                f"AsyncHashFS.put(in memory, {label}){tag}",
+                measure(async_put(face, sources[n])),
+            )
+            for key, label, n in in_memory_sizes
+        ]
+        minimums = {"sync": 0.85, "async": 0.85, "stream": 0.9}
+        minimums.update((key, 0.95) for key, _, _ in in_memory_sizes)
+        targets += [Target(k + key, "raw", low, face.before) for key, low in minimums.items()]
+        targets += [
+            Target(k + key, "hashfs", 1.5, face.before) for key in ("sync", "async", "stream")
+        ]
+    contenders.append(Contender("hashfs", "hashfs.HashFS.put(path)", measure(hashfs_path)))
     return Case(
         title=f"put {size_mib} MiB from a path",
         unit="MiB/s",
         work=size_mib,
-        contenders=[
-            Contender("raw", "raw single pass (read/sha256/write/rename)", measure(raw)),
-            Contender("sync", "SyncHashFS.put(path)", measure(sync_path)),
-            Contender("async", "AsyncHashFS.put(path)", measure(async_path)),
-            Contender("stream", "AsyncHashFS.put(async iter, 1 MiB)", measure(async_stream)),
-            *(
-                Contender(key, f"AsyncHashFS.put(in memory, {label})", measure(async_memory(n)))
-                for key, label, n in in_memory_sizes
-            ),
-            Contender("hashfs", "hashfs.HashFS.put(path)", measure(hashfs_path)),
-        ],
-        targets=[Target("sync", "raw", 0.85), Target("async", "raw", 0.85)]
-        + [Target("stream", "raw", 0.9)]
-        + [Target(key, "raw", 0.95) for key, _, _ in in_memory_sizes]
-        + [Target(key, "hashfs", 1.5) for key in ours],
+        contenders=contenders,
+        targets=targets,
     )
 
 
 # -- case 2: many small puts --------------------------------------------------
 
 
-def small_puts_case(workspace: Workspace, puts: int, rounds: int) -> Case:
+def small_puts_case(workspace: Workspace, puts: int, rounds: int, faces: list[Face]) -> Case:
     # Distinct payloads per round (round -1 is the warm-up), made before any timing.
     payloads = {
         round_: [os.urandom(SMALL_SIZE) for _ in range(puts)] for round_ in range(-1, rounds)
@@ -356,30 +398,36 @@ def small_puts_case(workspace: Workspace, puts: int, rounds: int) -> Case:
 
         return run
 
-    def sync_loop(root: str, batch: list[bytes]) -> float:
-        fs = SyncHashFS(root)
-        put = fs.put
-        started = start_timer()
-        for data in batch:
-            put(data)
-        return time.perf_counter() - started
-
-    def async_in_flight(root: str, batch: list[bytes]) -> float:
-        async def main() -> float:
-            fs = AsyncHashFS(root)
-            queue = iter(batch)
-
-            async def worker() -> None:
-                for data in queue:
-                    await fs.put(data)
-
+    def sync_loop(face: Face) -> Callable[[str, list[bytes]], float]:
+        def put_all(root: str, batch: list[bytes]) -> float:
+            fs = face.sync(root)
+            put = fs.put
             started = start_timer()
-            async with anyio.create_task_group() as tg:
-                for _ in range(IN_FLIGHT):
-                    tg.start_soon(worker)
+            for data in batch:
+                put(data)
             return time.perf_counter() - started
 
-        return anyio.run(main, backend="asyncio")
+        return put_all
+
+    def async_in_flight(face: Face) -> Callable[[str, list[bytes]], float]:
+        def put_all(root: str, batch: list[bytes]) -> float:
+            async def main() -> float:
+                fs = face.asyncio(root)
+                queue = iter(batch)
+
+                async def worker() -> None:
+                    for data in queue:
+                        await fs.put(data)
+
+                started = start_timer()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(IN_FLIGHT):
+                        tg.start_soon(worker)
+                return time.perf_counter() - started
+
+            return anyio.run(main, backend="asyncio")
+
+        return put_all
 
     def hashfs_loop(root: str, batch: list[bytes]) -> float:
         fs = hashfs.HashFS(root)
@@ -389,18 +437,29 @@ def small_puts_case(workspace: Workspace, puts: int, rounds: int) -> Case:
             put(io.BytesIO(data))
         return time.perf_counter() - started
 
+    contenders = []
+    targets = []
+    for face in faces:
+        k, tag = face.key, face.tag
+        contenders += [
+            Contender(k + "sync", f"SyncHashFS.put(bytes) loop{tag}", measure(sync_loop(face))),
+            Contender(
+                k + "async",
+                f"AsyncHashFS.put(bytes), {IN_FLIGHT} in flight{tag}",
+                measure(async_in_flight(face)),
+            ),
+        ]
+        targets += [
+            Target(k + "sync", "hashfs", 1.3, face.before),
+            Target(k + "async", "hashfs", 1.2, face.before),
+        ]
+    contenders.append(Contender("hashfs", "hashfs.HashFS.put(BytesIO) loop", measure(hashfs_loop)))
     return Case(
         title=f"{puts} puts of 1 KiB",
         unit="puts/s",
         work=puts,
-        contenders=[
-            Contender("sync", "SyncHashFS.put(bytes) loop", measure(sync_loop)),
-            Contender(
-                "async", f"AsyncHashFS.put(bytes), {IN_FLIGHT} in flight", measure(async_in_flight)
-            ),
-            Contender("hashfs", "hashfs.HashFS.put(BytesIO) loop", measure(hashfs_loop)),
-        ],
-        targets=[Target("sync", "hashfs", 1.3), Target("async", "hashfs", 1.2)],
+        contenders=contenders,
+        targets=targets,
     )
 
 
@@ -485,6 +544,7 @@ def print_machine(bench_dir: str, args: argparse.Namespace) -> None:
     system_temp = tempfile.gettempdir()
     same_fs = os.stat(system_temp).st_dev == os.stat(bench_dir).st_dev
     print("## Machine")
+    print(f"- load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print(f"- python: {platform.python_implementation()} {platform.python_version()}")
     print(f"- platform: {platform.platform()}")
@@ -534,7 +594,7 @@ def report(cases: list[Case]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for case in cases:
         case_verdicts = judge(case)
-        verdicts.extend(case_verdicts)
+        verdicts.extend(v for v in case_verdicts if not v.info)
         first_row_of_case = True
         for contender in case.contenders:
             median = contender.median
@@ -555,7 +615,7 @@ def report(cases: list[Case]) -> list[Verdict]:
                     v.anchor.key,
                     "-" if v.ratio is None else f"{v.ratio:.3f}x",
                     f">= {v.minimum:g}x",
-                    "PASS" if v.passed else "FAIL",
+                    "(before)" if v.info else "PASS" if v.passed else "FAIL",
                 ]
                 for v in mine
             ] or [["(anchor)" if contender.key in ("raw", "hashfs") else "", "", "", ""]]
@@ -639,6 +699,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "-v", "--verbose", action="store_true", help="also print every round's time"
     )
     parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also time the async_hashfs package in folder SRC (the code before), same rounds",
+    )
+    parser.add_argument(
+        "--cases",
+        default="large,small,gets",
+        help="which cases to run, comma-separated (default large,small,gets)",
+    )
+    parser.add_argument(
         "--dir",
         default=os.environ.get("BENCH_DIR") or os.getcwd(),
         help="where the temp stores go (default $BENCH_DIR, else the current folder)",
@@ -671,13 +741,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Cannot make a temp folder in {bench_dir}: {exc}. Nothing was measured.")
         return 0
     print_machine(bench_dir, args)
+    faces = [Face("", "", SyncHashFS, AsyncHashFS)]
+    if args.baseline:
+        faces.append(load_baseline(args.baseline))
+        print(f"- baseline (rows marked [before]): async_hashfs from {args.baseline}")
+        print()
     cases: list[Case] = []
     failures = 0
-    builders: list[Callable[[], Case]] = [
-        lambda: large_put_case(workspace, args.size_mib),
-        lambda: small_puts_case(workspace, args.puts, args.rounds),
-        lambda: gets_case(workspace, args.gets),
-    ]
+    builders: list[Callable[[], Case]] = []
+    wanted = set(args.cases.split(","))
+    if "large" in wanted:
+        builders.append(lambda: large_put_case(workspace, args.size_mib, faces))
+    if "small" in wanted:
+        builders.append(lambda: small_puts_case(workspace, args.puts, args.rounds, faces))
+    if "gets" in wanted:
+        builders.append(lambda: gets_case(workspace, args.gets))
     try:
         for build in builders:
             try:
@@ -695,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         print_rounds(cases)
     print_summary(verdicts, time.perf_counter() - began)
+    print(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if failures:
         print(f"{failures} case(s) could not be set up; see the errors above.")
     return 0

@@ -106,11 +106,13 @@ def proc_status(pid: int) -> dict[str, int]:
 class Server:
     """``upload_server.py`` in a subprocess, on a free loopback port."""
 
-    def __init__(self, root: str, *, fsync: bool, tmpdir: str) -> None:
+    def __init__(self, root: str, *, fsync: bool, tmpdir: str, src: str | None = None) -> None:
         command = [sys.executable, SERVER, "--root", root]
         if fsync:
             command.append("--fsync")
         env = {**os.environ, "TMPDIR": tmpdir}
+        if src is not None:  # this async_hashfs comes first on the path
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
         self.port = self._read_port(timeout=20)
 
@@ -271,6 +273,8 @@ class Contender:
     key: str
     label: str
     fsync: bool
+    #: Sent to the server running ``--baseline``'s code (the code before).
+    before: bool = False
     samples: list[Sample] = field(default_factory=list)
     hwm_growth: list[int] = field(default_factory=list)
 
@@ -288,7 +292,8 @@ class Contender:
 
 
 class Bench:
-    def __init__(self, base: str, size: int) -> None:
+    def __init__(self, base: str, size: int, baseline: str | None = None) -> None:
+        self.baseline = baseline
         self.workspace = tempfile.mkdtemp(prefix="hashfs-upload-bench-", dir=base)
         self.tmpdir = os.path.join(self.workspace, "tmp")
         os.mkdir(self.tmpdir)
@@ -308,11 +313,12 @@ class Bench:
                 write_body(path, self.block, length, head, tail)
                 self.bodies[multi, length] = path
 
-    def start_server(self, fsync: bool) -> Server:
+    def start_server(self, fsync: bool, before: bool = False) -> Server:
         self._servers += 1
         root = os.path.join(self.workspace, f"store-{self._servers}")
         os.mkdir(root)
-        return Server(root, fsync=fsync, tmpdir=self.tmpdir)
+        src = self.baseline if before else None
+        return Server(root, fsync=fsync, tmpdir=self.tmpdir, src=src)
 
     def upload(self, server: Server, key: str, size: int) -> tuple[float, str | None]:
         """Send ``size`` bytes the contender's way; check what was stored; remove it."""
@@ -379,20 +385,24 @@ class Bench:
         mine = [c for c in contenders if c.fsync == fsync]
         shift = round_ % len(mine)
         order = mine[shift:] + mine[:shift]
-        server = self.start_server(fsync)
+        servers: dict[bool, Server] = {}
         try:
+            for before in sorted({c.before for c in order}):
+                servers[before] = self.start_server(fsync, before)
             for contender in order:  # warm-up: imports, first allocations, code paths
                 if contender.key != "local":
-                    self.upload(server, contender.key, WARMUP_SIZE)
-            start_rss = server.status()["VmRSS"]
+                    self.upload(servers[contender.before], contender.key, WARMUP_SIZE)
+            start_rss = {before: server.status()["VmRSS"] for before, server in servers.items()}
             for contender in order:
                 print(f"    {contender.label}", file=sys.stderr, flush=True)
-                contender.samples.append(self.measure(server, contender))
-            server_hwm = server.status()["VmHWM"] - start_rss
+                contender.samples.append(self.measure(servers[contender.before], contender))
             for contender in order:
-                contender.hwm_growth.append(server_hwm)
+                server = servers[contender.before]
+                hwm = server.status()["VmHWM"] - start_rss[contender.before]
+                contender.hwm_growth.append(hwm)
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
 
     def close(self) -> None:
         shutil.rmtree(self.workspace, ignore_errors=True)
@@ -428,7 +438,7 @@ def verdict(passed: bool) -> str:
 
 def report(contenders: list[Contender], size: int) -> list[str]:
     """Print the tables; return the missed targets."""
-    plain = {c.key: c for c in contenders if not c.fsync}
+    plain = {c.key: c for c in contenders if not c.fsync and not c.before}
     ceiling = plain["discard"]
     missed: list[str] = []
     header = ["contender", "median", "MiB/s", "vs discard", "ping p99", "ping max"]
@@ -510,6 +520,24 @@ def report(contenders: list[Contender], size: int) -> list[str]:
     return missed
 
 
+def report_before(contenders: list[Contender]) -> None:
+    """Print the targets' ratios for the code before (``--baseline``), same anchors."""
+    plain = {c.key: c for c in contenders if not c.fsync and not c.before}
+    before = {c.key: c for c in contenders if c.before}
+    rows = []
+    for key, anchor, minimum in TARGETS:
+        if key in before and anchor in plain:
+            ratio = plain[anchor].median / before[key].median
+            rows.append(
+                [before[key].label, plain[anchor].label, f"{ratio:.2f}x", f">= {minimum}x"]
+            )
+    if rows:
+        print("## The same targets, for the code before (--baseline, same rounds)")
+        print()
+        print(render_table(["contender", "anchor", "ratio", "target"], rows))
+        print()
+
+
 def print_machine(bench_dir: str, args: argparse.Namespace, size: int) -> None:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     print("## Machine")
@@ -542,6 +570,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where the stores go (default $BENCH_DIR or the current folder)",
     )
     parser.add_argument("--no-fsync", action="store_true", help="skip the fsync server")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also time put and uploads on a server running the async_hashfs in folder SRC "
+        "(the code before), in the same rounds",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -563,11 +597,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         Contender("put", "put(request.body), fsync", fsync=True),
         Contender("uploads", "put_uploads(), fsync", fsync=True),
     ]
+    if args.baseline:
+        contenders += [
+            Contender("put", "put(request.body) [before]", fsync=False, before=True),
+            Contender("uploads", "put_uploads() multipart [before]", fsync=False, before=True),
+        ]
     print("# async-hashfs upload benchmark")
     print()
     print_machine(os.path.abspath(args.dir), args, size)
     started = time.perf_counter()
-    bench = Bench(args.dir, size)
+    bench = Bench(args.dir, size, args.baseline)
     try:
         for round_ in range(args.rounds):
             for fsync in (False,) if args.no_fsync else (False, True):
@@ -582,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_fsync:
         contenders = [c for c in contenders if not c.fsync]
     missed = report(contenders, size)
+    report_before(contenders)
     print(f"- load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("## Summary")

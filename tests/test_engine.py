@@ -405,3 +405,38 @@ def test_a_shared_file_is_hashed_once_per_version(
     with engine.open(address.id) as file:
         assert file.read() == data
     assert len(hashed) == 2
+
+
+@pytest.mark.parametrize(
+    ("sizes", "writes"),
+    [
+        ([16 << 10] * 64, 1),  # a MiB of small chunks: one write
+        ([16 << 10] * 65, 2),
+        ([3 << 20], 1),  # a large chunk as it is
+        ([10, 2 << 20, 10, 10], 3),
+        ([], 0),
+    ],
+)
+def test_writelines_joins_small_chunks(
+    root: Path, monkeypatch: pytest.MonkeyPatch, sizes: list[int], writes: int
+) -> None:
+    """Each write and hash update lets go of the GIL: a batch of small chunks is one of each."""
+    import async_hashfs._engine as engine_module
+
+    chunks = [os.urandom(size) for size in sizes]
+    calls: list[int] = []
+    write_all = engine_module._write_all
+
+    def counting(fd: int, data: Any) -> None:
+        calls.append(memoryview(data).nbytes)
+        write_all(fd, data)
+
+    monkeypatch.setattr(engine_module, "_write_all", counting)
+    engine = new_engine(root)
+    with engine.writer() as writer:
+        writer.writelines(chunks)
+        address = writer.commit()
+    assert (root / address.relpath).read_bytes() == b"".join(chunks)
+    assert address.id == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert len(calls) == writes
+    assert sum(calls) == sum(sizes)

@@ -47,6 +47,17 @@ def test_a_missing_extra_names_what_to_install(blocked: str, code: str, extra: s
     assert f'pip install "async-hashfs[{extra}]"' in last
 
 
+@pytest.mark.parametrize(
+    "code", ["from async_hashfs import QuartHashFS", "from flask_shim import FlaskHashFS"]
+)
+def test_a_missing_multipart_parser_names_what_to_install(code: str) -> None:
+    result = run("python_multipart", code)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: uploads need python-multipart"), result.stderr
+    assert 'pip install "async-hashfs[quart]"' in last
+
+
 def test_star_imports_work_without_the_web_extras() -> None:
     result = run(
         "quart flask obstore",

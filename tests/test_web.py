@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,11 +21,20 @@ import pytest
 from flask import Flask
 from flask import request as flask_request
 from quart import Quart, request
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from async_hashfs import QuartHashFS
 from async_hashfs._engine import Engine
 from async_hashfs._layout import Layout
-from async_hashfs._web import InsufficientStorage, MalformedUpload, MultipartParser, UploadSink
+from async_hashfs._web import (
+    FormTooLarge,
+    InsufficientStorage,
+    MalformedUpload,
+    MultipartParser,
+    PartStart,
+    UploadSink,
+)
 from flask_shim import FlaskHashFS, SyncHashFS
 
 from .conftest import stored_files, temp_files
@@ -303,3 +313,76 @@ def test_a_full_quota_is_507_and_still_an_oserror(
     assert os.strerror(errno.EDQUOT) in response.get_data(as_text=True)
     assert issubclass(InsufficientStorage, OSError)
     assert stored_files(root) == []
+
+
+def parse(body: bytes, split: int | None = None, **options: Any) -> list[tuple[Any, ...]]:
+    """Feed ``body`` to a parser (cut at ``split``, else whole); return (name, filename, bytes)."""
+    parser = MultipartParser(HEADERS["Content-Type"], **options)
+    pieces = [body] if split is None else [body[:split], body[split:]]
+    parts: list[list[Any]] = []
+    for event in [e for piece in pieces for e in parser.feed(piece)] + parser.close():
+        if isinstance(event, PartStart):
+            parts.append([event.name, event.filename, event.content_type, b""])
+        else:
+            parts[-1][3] += event.data
+    return [tuple(p) for p in parts]
+
+
+TRICKY = [
+    # Bytes that look like a boundary, a CR or LF at every edge, an empty text field.
+    part("a", b"\r\n--" + BOUNDARY.encode()[:-1] + b"\r\n\r"),
+    part("b", b"", None),
+    part("c", b"\r\n\r\n"),
+    part("d", "naïve.txt".encode(), "naïve ☀.txt"),
+]
+
+
+@pytest.mark.parametrize("options", [{}, {"max_form_memory_size": None, "max_parts": None}])
+def test_every_split_of_a_body_gives_the_same_bytes(options: dict[str, Any]) -> None:
+    body = b"preamble, ignored\r\n" + form(*TRICKY) + b"epilogue, ignored"
+    expected = [
+        ("a", "f.bin", None, b"\r\n--" + BOUNDARY.encode()[:-1] + b"\r\n\r"),
+        ("b", None, None, b""),
+        ("c", "f.bin", None, b"\r\n\r\n"),
+        ("d", "naïve ☀.txt", None, "naïve.txt".encode()),
+    ]
+    assert parse(body, **options) == expected
+    for split in range(len(body) + 1):
+        assert parse(body, split, **options) == expected, split
+
+
+def test_an_empty_file_part_without_its_line_break_is_read_as_werkzeug_writes_it() -> None:
+    """Werkzeug's encode_multipart (the test clients') writes no CRLF after an empty file."""
+    _, body = encode_multipart(
+        {"empty": FileStorage(io.BytesIO(b""), "e.bin"), "title": "x"}, BOUNDARY
+    )
+    for split in range(len(body) + 1):
+        assert parse(body, split) == [
+            ("empty", "e.bin", "application/octet-stream", b""),
+            ("title", None, None, b"x"),
+        ], split
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        (form(part("a", b"x"), end=False), MalformedUpload, "ended before the closing boundary"),
+        (b"--" + BOUNDARY.encode() + b"\r\nNo-Colon\r\n\r\nx\r\n", MalformedUpload, "Malformed"),
+        (
+            f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode(),
+            MalformedUpload,
+            "no Content-Disposition",
+        ),
+        (
+            f"--{BOUNDARY}\r\nX-Long: {'y' * 70_000}\r\n\r\n".encode(),
+            FormTooLarge,
+            "headers are",
+        ),
+        (form(*(part(f"p{i}", b"") for i in range(3))), FormTooLarge, "more than 2 parts"),
+        (form(part("t", b"z" * 20, None)), FormTooLarge, "text fields are larger than 10"),
+    ],
+    ids=["cut off", "bad header", "no disposition", "long header", "parts", "field"],
+)
+def test_bad_bodies_are_named(body: bytes, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        parse(body, max_parts=2, max_form_memory_size=10)

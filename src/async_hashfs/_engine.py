@@ -340,9 +340,26 @@ class BlobWriter:
         self.size = size
 
     def writelines(self, chunks: Iterable[Any]) -> None:
-        """Write several chunks in order."""
+        """Write several chunks in order, small ones joined up to :data:`CHUNK_SIZE`.
+
+        One hash update and one write per joined run instead of one per
+        chunk: each of those lets go of the GIL and must win it back, which
+        costs most while the event loop's thread is busy parsing requests.
+
+        Raises:
+            FileTooLarge: when the file would grow past the store's ``max_size``.
+        """
+        run: list[Any] = []
+        size = 0
         for chunk in chunks:
-            self.write(chunk)
+            nbytes = memoryview(chunk).nbytes
+            if run and size + nbytes > CHUNK_SIZE:
+                self.write(run[0] if len(run) == 1 else b"".join(run))
+                run, size = [], 0
+            run.append(chunk)
+            size += nbytes
+        if run:
+            self.write(run[0] if len(run) == 1 else b"".join(run))
 
     def commit(self, extension: str = "") -> HashAddress:
         """Link the written bytes into their content address and drop the temp file.
@@ -428,6 +445,8 @@ class Engine:
         self.fsync = fsync
         #: Whether nameless temp files work here; ``None`` until the first put finds out.
         self._anonymous: bool | None = None
+        #: Whether /proc names open files (asked once: one stat less per put).
+        self._proc: bool | None = None
         #: Shared files found to hold the bytes their address names (see _check_bytes).
         self._vouched: OrderedDict[tuple[int, int, int, int, int], None] = OrderedDict()
         self._vouched_lock = threading.Lock()
@@ -578,7 +597,9 @@ class Engine:
                 has neither /proc nor a name to be linked by.
         """
         source = _proc_fd(fd)
-        if _folder.DIR_FD and os.path.exists(source):
+        if self._proc is None:
+            self._proc = os.path.exists(source)
+        if _folder.DIR_FD and self._proc:
 
             def link_proc(target: Folder, target_name: str) -> None:
                 # With dst_dir_fd this is linkat(..., AT_SYMLINK_FOLLOW): it links

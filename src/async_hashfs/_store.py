@@ -23,8 +23,9 @@ from anyio import from_thread
 
 from ._address import HashAddress
 from ._base import BaseHashFS
+from ._batch import SmallPuts
 from ._budget import DEFAULT_UPLOAD_MEMORY, ChargedSource, UploadBudget, pump
-from ._engine import GCReport, RepairReport, check_read_mode
+from ._engine import Engine, GCReport, RepairReport, check_read_mode
 from ._layout import normalize_extension
 from ._sources import blocking_chunks, is_async_source
 
@@ -34,6 +35,17 @@ T = TypeVar("T")
 F = TypeVar("F", "AsyncBinaryFile", "AsyncTextFile")
 
 _BATCH_ITEMS = 256
+#: Bytes-like puts up to this size share thread hops (see ``_batch``).
+_SMALL_PUT = 256 << 10
+
+
+def _small_bytes(src: object) -> bytes | bytearray | memoryview | None:
+    """Return ``src`` if it is bytes-like, contiguous and at most ``_SMALL_PUT`` bytes."""
+    if isinstance(src, (bytes, bytearray)):
+        return src if len(src) <= _SMALL_PUT else None
+    if isinstance(src, memoryview) and src.c_contiguous and src.nbytes <= _SMALL_PUT:
+        return src
+    return None
 
 
 class _ThreadRunner:
@@ -187,6 +199,10 @@ class AsyncHashFS(BaseHashFS):
         self.limiter: anyio.CapacityLimiter = limiter
         #: What the store's streamed puts hold in memory, all together.
         self.budget = UploadBudget(upload_memory)
+        # Only a local folder: object-store puts wait on the network, and must overlap.
+        self._small_puts: SmallPuts[HashAddress] | None = None
+        if type(self._engine) is Engine:
+            self._small_puts = SmallPuts(self._run)
 
     async def _run(self, func: Callable[..., T], *args: Any, read_only: bool = False) -> T:
         return await anyio.to_thread.run_sync(
@@ -229,6 +245,10 @@ class AsyncHashFS(BaseHashFS):
         ext = normalize_extension(extension)
         if isinstance(src, ChargedSource) or is_async_source(src):
             return await self._put_stream(src, ext)
+        if self._small_puts is not None:
+            data = _small_bytes(src)
+            if data is not None:
+                return await self._small_puts.put(lambda: self._engine.put((data,), ext))
         return await self._run(self._put_blocking, src, ext)
 
     def _put_blocking(self, src: object, extension: str) -> HashAddress:
