@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import anyio.to_thread
 import pytest
 
 from async_hashfs import AsyncHashFS, FileTooLarge
-from async_hashfs._batch import PER_HOP
+from async_hashfs._batch import DRAINERS, PER_HOP, SmallPuts
 
 from .conftest import stored_files, temp_files
 
@@ -75,7 +76,7 @@ async def test_one_hop_runs_at_most_per_hop_puts(root: Path, hops: list[Any]) ->
         await anyio.wait_all_tasks_blocked()
     assert len(results) == PER_HOP + 10
     assert len(stored_files(root)) == PER_HOP + 10
-    assert len(hops) == 2
+    assert len(hops) >= 2  # one hop could have run them all
 
 
 async def test_the_same_bytes_at_once_are_stored_once(root: Path) -> None:
@@ -116,7 +117,7 @@ async def test_a_put_cancelled_before_its_hop_stores_nothing(root: Path) -> None
         await anyio.wait_all_tasks_blocked()
         first.cancel()  # the drainer, waiting for a thread
         await anyio.wait_all_tasks_blocked()
-    assert list(results) == ["second"]
+    assert list(results) == ["second"]  # the first was withdrawn
     assert results["second"].id == hashlib.sha256(b"second").hexdigest()
     assert stored_files(root) == [results["second"].relpath]
     assert temp_files(root) == []
@@ -128,3 +129,19 @@ async def test_large_bytes_take_their_own_hop(root: Path, hops: list[Any]) -> No
     data = os.urandom(1 << 20)
     assert (await fs.put(data)).id == hashlib.sha256(data).hexdigest()
     assert [hop.__name__ for hop in hops] == ["_put_blocking"]
+
+
+async def test_two_hops_drain_at_once() -> None:
+    """The disk work of two puts overlaps: two hops may drain the queue together."""
+    assert DRAINERS == 2
+    both = threading.Barrier(2, timeout=20)  # a single hop would wait here, then break it
+    puts: SmallPuts[int] = SmallPuts(anyio.to_thread.run_sync)
+    results: list[int] = []
+
+    async def put(value: int) -> None:
+        results.append(await puts.put(lambda: both.wait() * 0 + value))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(put, 1)
+        group.start_soon(put, 2)
+    assert sorted(results) == [1, 2]

@@ -5,7 +5,8 @@ in sixteen worker threads spend their time handing the GIL to each other. So
 the small puts of one store go into one queue, and whoever finds nobody
 draining it drains it: one thread hop runs the queued puts one after the
 other, taking those that arrive while it runs, up to :data:`PER_HOP` of them,
-and each caller gets its own result or exception back.
+and each caller gets its own result or exception back. Up to :data:`DRAINERS`
+hops drain the queue at once.
 
 A caller cancelled before its put was taken withdraws it (nothing is
 written); one cancelled while its put runs waits for it, as a cancelled
@@ -21,12 +22,15 @@ from typing import Generic, TypeVar
 
 import anyio
 
-__all__ = ["PER_HOP", "SmallPuts"]
+__all__ = ["DRAINERS", "PER_HOP", "SmallPuts"]
 
 T = TypeVar("T")
 
 #: The most puts one thread hop runs before it returns their results.
 PER_HOP = 64
+#: Hops that drain the queue at once: the disk work of two puts overlaps (a
+#: two-core machine runs one in the kernel while the other hashes).
+DRAINERS = 2
 
 
 class _Put(Generic[T]):
@@ -68,7 +72,7 @@ class SmallPuts(Generic[T]):
     def __init__(self, run: Callable[[Callable[[], None]], Awaitable[object]]) -> None:
         self._run = run
         self._queue: deque[_Put[T]] = deque()
-        self._draining = False
+        self._draining = 0  # hops under way
         #: Set when a hop ends; made by the first waiter (a store may be made outside a loop).
         self._changed: anyio.Event | None = None
 
@@ -96,14 +100,16 @@ class SmallPuts(Generic[T]):
         self._queue.append(put)
         try:
             while not put.finished:
-                if self._draining:
+                # A put taken by a hop under way waits for it, and so does
+                # everyone while enough hops run.
+                if self._draining >= DRAINERS or not self._queue:
                     await self._wait_for_hop()
                     continue
-                self._draining = True
+                self._draining += 1
                 try:
                     await self._run(self._drain)
                 finally:
-                    self._draining = False
+                    self._draining -= 1
                     changed, self._changed = self._changed, None
                     if changed is not None:
                         changed.set()
@@ -111,7 +117,7 @@ class SmallPuts(Generic[T]):
             try:
                 self._queue.remove(put)  # not taken: withdrawn, nothing written
             except ValueError:
-                # Taken by the hop under way, which always runs to its end: wait for it.
+                # Taken by a hop under way, which always runs to its end: wait for it.
                 with anyio.CancelScope(shield=True):
                     while not put.finished and self._draining:
                         await self._wait_for_hop()
