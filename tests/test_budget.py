@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from async_hashfs import AsyncHashFS, FileTooLarge
-from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget, pump
+from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget
 
 from .conftest import stored_files, temp_files
 
@@ -194,22 +194,3 @@ async def test_one_put_holds_at_most_its_share(root: Path) -> None:
     assert (await fs.put(slowly(chunks, 0))).id == digest(chunks)
     assert 0 < fs.budget.peak <= PER_PUT + 256 * KIB
     assert fs.budget.used == 0
-
-
-async def test_a_source_that_never_waits_lets_the_writer_start_early() -> None:
-    """Bytes already in memory: the writer gets a first batch long before PER_PUT is queued."""
-    batches: list[int] = []
-
-    async def in_memory() -> AsyncIterator[bytes]:
-        for _ in range(2 * PER_PUT // (16 * KIB)):
-            yield bytes(16 * KIB)  # never waits
-
-    async def inline(func: Any) -> None:  # the writer's hop, run on the loop: deterministic
-        func()
-
-    await pump(
-        in_memory(), lambda chunks: batches.append(sum(map(len, chunks))), inline, UploadBudget()
-    )
-    assert sum(batches) == 2 * PER_PUT
-    # Before, the source filled this put's whole share first: one batch of PER_PUT.
-    assert batches[0] < PER_PUT

@@ -35,7 +35,6 @@ from contextlib import aclosing
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
-import anyio.lowlevel
 
 from ._exceptions import FileTooLarge
 from ._sources import async_reader
@@ -254,7 +253,6 @@ async def pump(
             group.start_soon(write_queued)
             try:
                 received = 0
-                since_yield = 0
                 async with aclosing(_charged_chunks(src, budget)) as batches:
                     async for chunks in batches:
                         for chunk in chunks:
@@ -262,19 +260,11 @@ async def pump(
                             queue.append((chunk, size))
                             unwritten += size
                             received += size
-                            since_yield += size
                         wake.set()
                         if limit is not None and received > limit:
                             raise FileTooLarge(limit)
                         while unwritten >= PER_PUT:  # this put's own writer frees it
-                            since_yield = 0
                             await written.wait()
-                        if since_yield >= HOP:
-                            # A source that never waits (bytes in memory) would
-                            # otherwise fill PER_PUT before the writer could start:
-                            # let it start a hop, then read on while it writes.
-                            since_yield = 0
-                            await anyio.lowlevel.checkpoint()
             except Exception as exc:
                 failures.append(exc)
                 group.cancel_scope.cancel()
