@@ -112,7 +112,11 @@ class KeepSet:
         """Whether ``id`` (an id of the store, already checked) is kept."""
         digest = bytes.fromhex(id)
         bucket = self._buckets[(digest[0] << 8) | digest[1]]
-        return bucket is not None and self._holds(bucket, digest)
+        if bucket is None:
+            return False
+        if len(bucket) == self._size:  # most buckets hold one id, up to a million
+            return bucket == digest
+        return self._holds(bucket, digest)
 
     def __len__(self) -> int:
         return self.distinct
