@@ -146,16 +146,15 @@ def main() -> None:
 
             return action
 
+        cli_sweep = [script, "--root", doomed["cli"], "sweep", "--keep", keep_file]
+        cli_sweep += ["--older-than", "0"]
         contenders: dict[str, Callable[[], float]] = {
             "find -type f": lambda: run_quietly(["find", listing, "-type", "f"]),
             "ls -R": lambda: run_quietly(["ls", "-R", listing]),
             "async-hashfs ls": lambda: run_quietly([script, "--root", listing, "ls"]),
             "sweep (in process)": lambda: in_process(sweep(doomed["sweep"], False)),
             "sweep dry_run (in process)": lambda: in_process(sweep(doomed["dry"], True)),
-            "async-hashfs sweep": lambda: run_quietly(
-                [script, "--root", doomed["cli"], "sweep", "--keep", keep_file]
-                + ["--older-than", "0"]
-            ),
+            "async-hashfs sweep": lambda: run_quietly(cli_sweep),
         }
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for round_ in range(rounds + 1):  # round 0 warms up and is dropped
