@@ -106,8 +106,7 @@ def measure_rss(count: int) -> None:
             "set": "set of hex strings",
         }[mode]
         print(
-            f"| {label} | {peak / 2**20:.1f} MiB | {extra / 2**20:.1f} MiB | "
-            f"{extra / count:.0f} |"
+            f"| {label} | {peak / 2**20:.1f} MiB | {extra / 2**20:.1f} MiB | {extra / count:.0f} |"
         )
 
 
