@@ -71,42 +71,46 @@ count = int(sys.argv[2])
 from async_hashfs._layout import Layout
 from async_hashfs._sweep import KeepSet
 ids = (hashlib.sha256(str(n).encode()).hexdigest() for n in range(count))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+size = 0
 if mode == "keepset":
     held = KeepSet(Layout("/nowhere", 4, 1, "sha256"))
     held.update(ids)
+    size = sys.getsizeof(held._buckets) + sum(
+        sys.getsizeof(bucket) for bucket in held._buckets if bucket is not None
+    )
 elif mode == "set":
     held = set(ids)
+    size = sys.getsizeof(held) + sum(sys.getsizeof(id) for id in held)
 else:
     held = sum(1 for _ in ids)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(before, after)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, size)
 """
 
 
 def measure_rss(count: int) -> None:
-    print(f"\npeak RSS holding {count:,} sha256 ids (child processes, ru_maxrss):")
-    print("| how | peak RSS | over the baseline | bytes per id |")
-    print("|---|---|---|---|")
+    print(f"\nmemory of {count:,} kept sha256 ids (each in a child process):")
+    print(
+        "| how | peak RSS (ru_maxrss) | over the baseline | objects (getsizeof) | bytes per id |"
+    )
+    print("|---|---|---|---|---|")
     base = None
-    for mode in ("baseline", "keepset", "set"):
+    labels = {
+        "baseline": "nothing held (ids generated and counted)",
+        "keepset": "KeepSet (sweep's)",
+        "set": "set of the hex strings",
+    }
+    for mode, label in labels.items():
         out = subprocess.run(
             [sys.executable, "-c", RSS_CHILD, mode, str(count)],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.split()
-        peak = int(out[1]) * 1024
-        if base is None:
-            base = peak
-        extra = peak - base
-        label = {
-            "baseline": "nothing held (ids generated, counted)",
-            "keepset": "KeepSet (sweep's)",
-            "set": "set of hex strings",
-        }[mode]
+        peak, size = int(out[0]) * 1024, int(out[1])
+        base = peak if base is None else base
         print(
-            f"| {label} | {peak / 2**20:.1f} MiB | {extra / 2**20:.1f} MiB | {extra / count:.0f} |"
+            f"| {label} | {peak / 2**20:.1f} MiB | {(peak - base) / 2**20:.1f} MiB | "
+            f"{size / 2**20:.1f} MiB | {size / count:.0f} |"
         )
 
 
