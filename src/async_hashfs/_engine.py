@@ -51,7 +51,8 @@ from . import _folder
 from ._address import HashAddress
 from ._exceptions import CorruptFile, FileTooLarge, InvalidSource, NotFound, ReadOnlyError
 from ._folder import Folder, FolderPath
-from ._layout import TEMP_DIRNAME, Layout, address_shape
+from ._layout import _EXTENSION, _HEX, MAX_EXTENSION, TEMP_DIRNAME, Layout, address_shape
+from ._sweep import KeepSet, RemovedCallback, SweepReport
 
 __all__ = [
     "BlobWriter",
@@ -664,6 +665,9 @@ class Engine:
                             "content address is taken by something not a file",
                             self.layout.abspath(relpath),
                         ) from None
+                    if not self._refresh_duplicate(folders.leaf, name):
+                        patience.wait()  # swept or deleted since: take the name again
+                        continue
                     return True
                 except FileNotFoundError:
                     if not source_exists():
@@ -695,9 +699,12 @@ class Engine:
             with folders:
                 try:
                     folders.leaf.lstat(target_name)
-                    return True
                 except FileNotFoundError:
                     pass
+                else:
+                    if self._refresh_duplicate(folders.leaf, target_name):
+                        return True
+                    continue  # swept or deleted since: take the name again
                 try:
                     _folder.rename(folder, name, folders.leaf, target_name)
                 except FileNotFoundError:
@@ -1343,6 +1350,64 @@ class Engine:
         finally:
             os.close(fd)
 
+    def sweep(
+        self,
+        keep: KeepSet,
+        cutoff: float,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> SweepReport:
+        """Remove each stored file whose id is not in ``keep``, modified before ``cutoff``.
+
+        ``cutoff`` is a time (``time.time()`` scale). Only files at content
+        addresses of this layout are looked at; the temp folder, misplaced
+        and foreign files are left alone. Each file to remove is first
+        renamed into the temp folder and looked at again there: a duplicate
+        put refreshes the file's mtime (see :meth:`_refresh_duplicate`), so
+        one that found it before the rename is seen, and the file goes back
+        to its address; one that comes after the rename finds the address
+        empty and stores its bytes anew. A sweep killed between the two
+        leaves the file in the temp folder, unlocked: :meth:`gc` removes it.
+        Shard folders the sweep empties are removed, as :meth:`delete` does.
+        ``on_remove`` is called with the address of each file removed;
+        ``checkpoint`` between folders (it may raise to stop the sweep; what
+        was removed stays removed).
+        """
+        report = SweepReport(dry_run=dry_run, keep_ids=len(keep))
+        try:
+            root = Folder.open_root(self.layout.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return report
+        sweep = _LocalSweep(self, keep, cutoff, report, on_remove, checkpoint)
+        try:
+            with root:
+                sweep.folder(root, [], "")
+        finally:
+            sweep.close()
+        return report
+
+    @staticmethod
+    def _refresh_duplicate(folder: Folder, name: str) -> bool:
+        """Set the mtime of the stored file a duplicate put found to now.
+
+        A sweep removes only files older than its grace period: the file a
+        put just reported as a duplicate is about to be recorded by the app,
+        so it must look new. Returns ``False`` when the file is gone (a
+        sweep or delete took it): the put then stores its bytes again. A
+        file the process may not touch (another owner) keeps its mtime.
+        """
+        try:
+            if folder.fd is not None and os.utime in os.supports_dir_fd:
+                os.utime(name, dir_fd=folder.fd, follow_symlinks=False)
+            else:
+                os.utime(folder.join(name))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            logger.debug("could not refresh the mtime of %s: %s", folder.join(name), exc)
+        return True
+
 
 def _process_alive(pid: str) -> bool:
     """Whether the process ``pid`` (a temp file's name prefix) still runs here."""
@@ -1355,6 +1420,214 @@ def _process_alive(pid: str) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True
     return True
+
+
+class _LocalSweep:
+    """One sweep's walk of a local store; see :meth:`Engine.sweep`.
+
+    Written for speed: a store of a million files is a million entries and,
+    at the default depth, some 70,000 folders. Each folder is listed once
+    (its entries' types come with the listing); a file is stat'ed only when
+    its id is not kept, and its name parsed against the id its folders
+    spell, built one folder at a time.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        keep: KeepSet,
+        cutoff: float,
+        report: SweepReport,
+        on_remove: RemovedCallback | None,
+        checkpoint: Callable[[], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.layout = engine.layout
+        self.keep = keep
+        self.cutoff = cutoff
+        self.report = report
+        self.on_remove = on_remove
+        self.checkpoint = checkpoint
+        self._temp: FolderPath | None = None
+        self._hidden = f"{os.getpid()}-sweep-{secrets.token_hex(6)}-"
+        self._taken = 0
+        self.depth = engine.layout.depth
+        self.width = engine.layout.width
+        #: How long a file name's id part is, after the shard folders.
+        self.head_length = engine.layout.digest_length - self.depth * self.width
+
+    def close(self) -> None:
+        if self._temp is not None:
+            with self._temp:
+                self._temp.remove_empty()  # gone when no writer uses it
+            self._temp = None
+
+    def folder(self, folder: Folder, names: list[str], prefix: str | None) -> tuple[bool, bool]:
+        """Sweep ``folder`` (at ``names`` under the root) and all below it.
+
+        ``prefix`` is the start of an id that the shard folders ``names``
+        spell, or ``None`` when they are no shard folders. Returns whether
+        the folder is (or, dry, would be) left empty, and whether the sweep
+        removed anything from it.
+        """
+        if self.checkpoint is not None:
+            self.checkpoint()
+        depth = len(names)
+        files: list[os.DirEntry[str]] = []
+        subfolders: list[str] = []
+        empty = True
+        try:
+            with folder.scandir() as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        files.append(entry)
+                    elif entry.is_dir(follow_symlinks=False):
+                        subfolders.append(entry.name)
+                    else:
+                        empty = False  # a symlink, a FIFO...: never ours to remove
+        except (FileNotFoundError, NotADirectoryError):
+            return False, False
+        removed_any = False
+        report = self.report
+        if files and (prefix is None or depth != self.depth):
+            report.skipped += len(files)
+            empty = False
+        elif files and prefix is not None:
+            keep, cutoff, head_length = self.keep, self.cutoff, self.head_length
+            kept = skipped = young = 0
+            for entry in files:
+                head, dot, extension = entry.name.partition(".")
+                if (
+                    len(head) != head_length
+                    or not _HEX.issuperset(head)
+                    or (
+                        dot
+                        and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension))
+                    )
+                ):
+                    skipped += 1
+                    empty = False
+                    continue
+                id = prefix + head
+                if id in keep:
+                    kept += 1
+                    empty = False
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    removed_any = True  # removed by someone else
+                    continue
+                if info.st_mtime >= cutoff or not self.remove(folder, names, entry.name, id, info):
+                    young += 1
+                    empty = False
+                    continue
+                removed_any = True
+            report.kept += kept
+            report.skipped += skipped
+            report.young += young
+        for name in subfolders:
+            if depth == 0 and name == TEMP_DIRNAME:
+                empty = False
+                continue
+            child_prefix = None
+            if (
+                prefix is not None
+                and depth < self.depth
+                and len(name) == self.width
+                and _HEX.issuperset(name)
+            ):
+                child_prefix = prefix + name
+            try:
+                child = folder.child(name)
+            except (FileNotFoundError, NotADirectoryError):
+                empty = False
+                continue
+            with child:
+                child_empty, child_removed = self.folder(child, [*names, name], child_prefix)
+            if not child_removed:
+                empty = False  # a folder found empty is gc's to remove, not a sweep's
+                continue
+            removed_any = True
+            if not child_empty:
+                empty = False
+                continue
+            if not report.dry_run:
+                try:
+                    folder.rmdir(name)
+                except OSError:  # not empty: a put came meanwhile
+                    empty = False
+                    continue
+            report.folders += 1
+        return empty, removed_any
+
+    def remove(
+        self, folder: Folder, names: list[str], name: str, id: str, info: os.stat_result
+    ) -> bool:
+        """Remove the old, unkept file ``name`` (stat'ed as ``info``) unless a put refreshed it.
+
+        Returns whether it is gone (or, dry, would be); ``False`` when a put
+        made it new meanwhile.
+        """
+        report = self.report
+        if not report.dry_run:
+            taken = self._take(folder, name, names)
+            if taken is None:
+                return True  # removed by someone else
+            if not taken:
+                return False
+        report.removed += 1
+        report.removed_bytes += info.st_size
+        if self.on_remove is not None:
+            relpath = os.sep.join([*names, name])
+            self.on_remove(HashAddress(id, relpath, self.layout.abspath(relpath), False))
+        return True
+
+    def _temp_folder(self) -> Folder:
+        if self._temp is None:
+            self._temp = self.engine._temp_folder(make=True)
+        return self._temp.leaf
+
+    def _take(self, folder: Folder, name: str, names: list[str]) -> bool | None:
+        """Remove ``name`` from ``folder`` (at ``names``) unless a put refreshed it meanwhile.
+
+        Returns ``True`` when removed, ``False`` when refreshed (it is put
+        back), ``None`` when it was gone already.
+        """
+        self._taken += 1
+        hidden = f"{self._hidden}{self._taken}{_TEMP_SUFFIX}"
+        patience: _Patience | None = None
+        while True:
+            temp = self._temp_folder()
+            try:
+                _folder.rename(folder, name, temp, hidden)
+                break
+            except FileNotFoundError:
+                try:
+                    folder.lstat(name)
+                except FileNotFoundError:
+                    return None
+            # The temp folder was removed by a writer that left it empty: make it again.
+            assert self._temp is not None
+            self._temp.close()
+            self._temp = None
+            patience = patience or _Patience(self.layout.temp_dir)
+            patience.wait()
+        # Now no put can find it: a put that did before has refreshed its mtime.
+        try:
+            info = temp.lstat(hidden)
+        except FileNotFoundError:
+            return None
+        if info.st_mtime < self.cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink(hidden)
+            return True
+        # Back to its address, its folders made again if a delete removed them
+        # meanwhile; an address a put filled meanwhile holds the same bytes.
+        if self.engine._rename_into(temp, hidden, os.sep.join([*names, name])):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink(hidden)
+        return False
 
 
 def source_error(src: object) -> InvalidSource:
