@@ -17,12 +17,14 @@ from ._exceptions import (
     FileTooLarge,
     HashFSError,
     InvalidExtension,
+    InvalidId,
     InvalidSource,
     NotFound,
     ReadOnlyError,
 )
 from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
+from ._sweep import SweepReport
 from ._sync import SyncHashFS
 from ._tus import CompletedUpload
 from ._version import __version__
@@ -42,9 +44,11 @@ __all__ = [
     "HashAddress",
     "HashFSError",
     "InvalidExtension",
+    "InvalidId",
     "InvalidSource",
     "NotFound",
     "ReadOnlyError",
+    "SweepReport",
     "SyncHashFS",
 ]
 if not TYPE_CHECKING and not available("quart"):  # ``import *`` without the extra

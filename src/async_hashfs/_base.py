@@ -7,11 +7,13 @@ Neither store wraps the other; each writes its own I/O methods over the same
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 from ._engine import Engine
 from ._layout import Layout, is_hex, normalize_extension
+from ._sweep import KeepSet, check_grace
 
 __all__ = ["BaseHashFS"]
 
@@ -130,6 +132,18 @@ class BaseHashFS:
     def relpath(self, path: str) -> str:
         """Return ``path`` relative to the root."""
         return os.path.relpath(path, self.root)
+
+    def _begin_sweep(self, older_than: object) -> tuple[KeepSet, float]:
+        """An empty set of ids to keep, and the sweep's cutoff time.
+
+        The grace period counts back from now, before the ids are read: a
+        file put after ``now - older_than`` is left whatever the ids say.
+
+        Raises:
+            ValueError: ``older_than`` is not a number of seconds >= 0.
+        """
+        grace = check_grace(older_than)
+        return KeepSet(self.layout), time.time() - grace
 
     def __repr__(self) -> str:
         return (

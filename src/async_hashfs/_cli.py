@@ -29,13 +29,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from dataclasses import asdict
+from typing import IO, Any, NoReturn
 
 import click
 
 from ._engine import CHUNK_SIZE
-from ._exceptions import HashFSError, NotFound
+from ._exceptions import HashFSError, InvalidId, NotFound
 from ._layout import Layout, normalize_extension
+from ._sweep import parse_duration
 from ._sync import SyncHashFS
 from ._tus_store import PartialReport, partial_store
 from ._version import __version__
@@ -185,7 +187,8 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
         name,
         params=params,
         callback=click.pass_context(attach),
-        help="Look after a content-addressable store: put, get, check, repair, clean, migrate.",
+        help="Look after a content-addressable store: put, get, check, repair, clean, sweep, "
+        "migrate.",
         epilog="Exit codes: 0 done, 1 a check found a problem (verify: a mismatch; repair: "
         "files left), 2 bad usage or reference, 3 no usable store folder, 4 an s3:// root "
         "that cannot be used.",
@@ -690,7 +693,76 @@ def _hash(path: str, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-_COMMANDS = [put, get, rm, ls, stats, verify, repair, gc, migrate]
+@click.command()
+@click.option(
+    "--keep",
+    "keep_file",
+    type=click.File("rb"),
+    required=True,
+    metavar="FILE|-",
+    help="The ids to keep, one per line (HashAddress.id, no extension); - reads standard input.",
+)
+@click.option(
+    "--older-than",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Leave files modified more recently than this: uploads the app may not have "
+    "recorded yet (90s, 15m, 2h, 7d; a bare number is seconds).",
+)
+@click.option("--dry-run", is_flag=True, help="Remove nothing; report what would go.")
+@_json
+@click.pass_context
+def sweep(
+    ctx: click.Context, keep_file: IO[bytes], older_than: str, dry_run: bool, as_json: bool
+) -> None:
+    """Remove stored files whose id is not in --keep and older than --older-than.
+
+    Prints the relpath of each file removed (with --dry-run, that would be),
+    then a summary on standard error. The ids are read before anything is
+    removed: a line that is not an id of this store stops the command (exit
+    2) naming the line. Files not at a content address are never touched.
+    """
+    try:
+        grace = parse_duration(older_than)
+    except ValueError as exc:
+        _fail(f"--older-than: {exc}")
+    store = _store(ctx)
+    name = getattr(keep_file, "name", "-")
+    source = "standard input" if name in ("-", "<stdin>") else repr(name)
+
+    def ids() -> Iterator[str]:
+        for line in keep_file:
+            yield line.decode("utf-8", "replace").rstrip("\r\n")
+
+    def removed(address: Any) -> None:
+        _emit({"removed": address.relpath, "id": address.id}, as_json, address.relpath)
+
+    try:
+        report = store.sweep(ids(), grace, dry_run=dry_run, on_remove=removed)
+    except InvalidId as exc:
+        _fail(
+            f"--keep {source}, line {exc.index + 1}: {exc.id!r} is not an id of this store "
+            f"(a {store.layout.digest_length}-character lowercase hex {store.algorithm} "
+            "digest, without extension)"
+        )
+    except OSError as exc:
+        if exc.errno == errno.EPIPE or keep_file.closed:
+            raise
+        _fail(f"--keep {source}: cannot read: {exc.strerror or exc}")
+    if as_json:
+        click.echo(json.dumps({"summary": asdict(report)}))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {report.removed} files ({report.removed_bytes} bytes) and "
+        f"{report.folders} emptied folders; left {report.kept} kept, {report.young} "
+        f"modified in the last {older_than}, {report.skipped} not at a content address",
+        err=True,
+    )
+
+
+_COMMANDS = [put, get, rm, ls, stats, verify, repair, gc, sweep, migrate]
 
 
 def app_group(settings: Any) -> click.Group:

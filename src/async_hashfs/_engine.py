@@ -51,7 +51,8 @@ from . import _folder
 from ._address import HashAddress
 from ._exceptions import CorruptFile, FileTooLarge, InvalidSource, NotFound, ReadOnlyError
 from ._folder import Folder, FolderPath
-from ._layout import TEMP_DIRNAME, Layout, address_shape
+from ._layout import _EXTENSION, MAX_EXTENSION, TEMP_DIRNAME, Layout, address_shape, is_hex
+from ._sweep import KeepSet, RemovedCallback, SweepReport
 
 __all__ = [
     "BlobWriter",
@@ -674,6 +675,9 @@ class Engine:
                             "content address is taken by something not a file",
                             self.layout.abspath(relpath),
                         ) from None
+                    if not self._refresh_duplicate(folders.leaf, name):
+                        patience.wait()  # swept or deleted since: take the name again
+                        continue
                     return True
                 except FileNotFoundError:
                     if not source_exists():
@@ -705,9 +709,12 @@ class Engine:
             with folders:
                 try:
                     folders.leaf.lstat(target_name)
-                    return True
                 except FileNotFoundError:
                     pass
+                else:
+                    if self._refresh_duplicate(folders.leaf, target_name):
+                        return True
+                    continue  # swept or deleted since: take the name again
                 try:
                     _folder.rename(folder, name, folders.leaf, target_name)
                 except FileNotFoundError:
@@ -1353,6 +1360,62 @@ class Engine:
         finally:
             os.close(fd)
 
+    def sweep(
+        self,
+        keep: KeepSet,
+        cutoff: float,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> SweepReport:
+        """Remove each stored file whose id is not in ``keep``, modified before ``cutoff``.
+
+        ``cutoff`` is a time (``time.time()`` scale). Only files at content
+        addresses of this layout are looked at; the temp folder, misplaced
+        and foreign files are left alone. Each file to remove is first
+        renamed into the temp folder and looked at again there: a duplicate
+        put refreshes the file's mtime (see :meth:`_refresh_duplicate`), so
+        one that found it before the rename is seen, and the file goes back
+        to its address; one that comes after the rename finds the address
+        empty and stores its bytes anew. Shard folders the sweep empties are
+        removed, as :meth:`delete` does. ``on_remove`` is called with the
+        address of each file removed; ``checkpoint`` between folders (it may
+        raise to stop the sweep; what was removed stays removed).
+        """
+        report = SweepReport(dry_run=dry_run, keep_ids=len(keep))
+        try:
+            root = Folder.open_root(self.layout.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return report
+        sweep = _LocalSweep(self, keep, cutoff, report, on_remove, checkpoint)
+        try:
+            with root:
+                sweep.folder(root, [])
+        finally:
+            sweep.close()
+        return report
+
+    @staticmethod
+    def _refresh_duplicate(folder: Folder, name: str) -> bool:
+        """Set the mtime of the stored file a duplicate put found to now.
+
+        A sweep removes only files older than its grace period: the file a
+        put just reported as a duplicate is about to be recorded by the app,
+        so it must look new. Returns ``False`` when the file is gone (a
+        sweep or delete took it): the put then stores its bytes again. A
+        file the process may not touch (another owner) keeps its mtime.
+        """
+        try:
+            if folder.fd is not None and os.utime in os.supports_dir_fd:
+                os.utime(name, dir_fd=folder.fd, follow_symlinks=False)
+            else:
+                os.utime(folder.join(name))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            logger.debug("could not refresh the mtime of %s: %s", folder.join(name), exc)
+        return True
+
 
 def _process_alive(pid: str) -> bool:
     """Whether the process ``pid`` (a temp file's name prefix) still runs here."""
@@ -1365,6 +1428,179 @@ def _process_alive(pid: str) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True
     return True
+
+
+class _LocalSweep:
+    """One sweep's walk of a local store; see :meth:`Engine.sweep`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        keep: KeepSet,
+        cutoff: float,
+        report: SweepReport,
+        on_remove: RemovedCallback | None,
+        checkpoint: Callable[[], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.layout = engine.layout
+        self.keep = keep
+        self.cutoff = cutoff
+        self.report = report
+        self.on_remove = on_remove
+        self.checkpoint = checkpoint
+        self._temp: FolderPath | None = None
+
+    def close(self) -> None:
+        if self._temp is not None:
+            with self._temp:
+                self._temp.remove_empty()  # gone when no writer uses it
+            self._temp = None
+
+    def folder(self, folder: Folder, names: list[str]) -> tuple[bool, bool]:
+        """Sweep ``folder`` (at ``names`` under the root) and all below it.
+
+        Returns whether it is (or, dry, would be) left empty, and whether
+        the sweep removed anything from it.
+        """
+        if self.checkpoint is not None:
+            self.checkpoint()
+        top = not names
+        files: list[os.DirEntry[str]] = []
+        subfolders: list[str] = []
+        empty = True
+        try:
+            with folder.scandir() as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if top and entry.name == TEMP_DIRNAME:
+                            empty = False
+                        else:
+                            subfolders.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(entry)
+                    else:
+                        empty = False  # a symlink, a FIFO...: never ours to remove
+        except (FileNotFoundError, NotADirectoryError):
+            return False, False
+        removed_any = False
+        prefix = self._shard_prefix(names)
+        for entry in files:
+            removed = self.file(folder, names, prefix, entry)
+            removed_any = removed_any or removed
+            empty = empty and removed
+        for name in sorted(subfolders):
+            try:
+                child = folder.child(name)
+            except (FileNotFoundError, NotADirectoryError):
+                empty = False
+                continue
+            with child:
+                child_empty, child_removed = self.folder(child, [*names, name])
+            removed_any = removed_any or child_removed
+            if not (child_empty and child_removed):
+                empty = False  # a folder found empty is gc's to remove, not a sweep's
+                continue
+            if not self.report.dry_run:
+                try:
+                    folder.rmdir(name)
+                except OSError:  # not empty: a put came meanwhile
+                    empty = False
+                    continue
+            self.report.folders += 1
+        return empty, removed_any
+
+    def _shard_prefix(self, names: list[str]) -> str | None:
+        """The id's start that the shard folders ``names`` spell, or ``None`` if they are not."""
+        layout = self.layout
+        if len(names) != layout.depth or any(
+            len(name) != layout.width or not is_hex(name) for name in names
+        ):
+            return None
+        return "".join(names)
+
+    def file(
+        self, folder: Folder, names: list[str], prefix: str | None, entry: os.DirEntry[str]
+    ) -> bool:
+        """Decide on one file; return whether it is gone (or, dry, would be)."""
+        report = self.report
+        name = entry.name
+        head, dot, extension = name.partition(".")
+        id = "" if prefix is None else prefix + head
+        if (
+            prefix is None
+            or not self.layout.is_id(id)
+            or (dot and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension)))
+        ):
+            report.skipped += 1
+            return False
+        if id in self.keep:
+            report.kept += 1
+            return False
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return True  # removed by someone else
+        if info.st_mtime >= self.cutoff:
+            report.young += 1
+            return False
+        if not report.dry_run:
+            taken = self._take(folder, name, os.sep.join([*names, name]))
+            if taken is None:
+                return True  # removed by someone else
+            if not taken:
+                report.young += 1
+                return False
+        report.removed += 1
+        report.removed_bytes += info.st_size
+        if self.on_remove is not None:
+            relpath = os.sep.join([*names, name])
+            self.on_remove(HashAddress(id, relpath, self.layout.abspath(relpath), False))
+        return True
+
+    def _temp_folder(self) -> Folder:
+        if self._temp is None:
+            self._temp = self.engine._temp_folder(make=True)
+        return self._temp.leaf
+
+    def _take(self, folder: Folder, name: str, relpath: str) -> bool | None:
+        """Remove ``name`` (at ``relpath``) from ``folder`` unless a put refreshed it meanwhile.
+
+        Returns ``True`` when removed, ``False`` when refreshed (it is put
+        back), ``None`` when it was gone already.
+        """
+        hidden = f"{os.getpid()}-sweep-{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        patience = _Patience(self.layout.temp_dir)
+        while True:
+            temp = self._temp_folder()
+            try:
+                _folder.rename(folder, name, temp, hidden)
+                break
+            except FileNotFoundError:
+                try:
+                    folder.lstat(name)
+                except FileNotFoundError:
+                    return None
+            # The temp folder was removed by a writer that left it empty: make it again.
+            assert self._temp is not None
+            self._temp.close()
+            self._temp = None
+            patience.wait()
+        # Now no put can find it: a put that did before has refreshed its mtime.
+        try:
+            info = temp.lstat(hidden)
+        except FileNotFoundError:
+            return None
+        if info.st_mtime < self.cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink(hidden)
+            return True
+        # Back to its address, its folders made again if a delete removed them
+        # meanwhile; an address a put filled meanwhile holds the same bytes.
+        if self.engine._rename_into(temp, hidden, relpath):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink(hidden)
+        return False
 
 
 def source_error(src: object) -> InvalidSource:

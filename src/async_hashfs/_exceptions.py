@@ -6,6 +6,7 @@ already catches, so ``except ValueError`` and ``except IOError`` keep working::
     HashFSError
     ├── InvalidExtension     (ValueError)   extension is not made of short safe tokens
     ├── InvalidSource        (ValueError, TypeError)   put() cannot read the source
+    ├── InvalidId            (ValueError)   sweep() was asked to keep something not an id
     ├── FileTooLarge         (ValueError)   put() went past max_size
     ├── ReadOnlyError        (ValueError)   open() asked for a write mode
     ├── NotFound             (FileNotFoundError)   no stored file for a reference
@@ -19,6 +20,7 @@ __all__ = [
     "FileTooLarge",
     "HashFSError",
     "InvalidExtension",
+    "InvalidId",
     "InvalidSource",
     "NotFound",
     "ReadOnlyError",
@@ -43,6 +45,22 @@ class InvalidExtension(HashFSError, ValueError):
 
 class InvalidSource(HashFSError, ValueError, TypeError):
     """``put()`` was given something it cannot read bytes from."""
+
+
+class InvalidId(HashFSError, ValueError):
+    """An id given to ``sweep()`` to keep is not an id of the store.
+
+    ``index`` is its position among the ids given (0 for the first).
+    """
+
+    def __init__(self, id: object, index: int, algorithm: str, length: int) -> None:
+        super().__init__(
+            f"keep: {id!r} (id number {index + 1}) is not an id of this store: an id is "
+            f"the {length}-character lowercase hex {algorithm} digest that HashAddress.id "
+            "holds, without extension"
+        )
+        self.id = id
+        self.index = index
 
 
 class FileTooLarge(HashFSError, ValueError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, Literal, overload
 
 import anyio
@@ -32,6 +32,7 @@ from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
+from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
 from ._tus import ACTIONS, RELPATH_HEADER, URL_HEADER, Outcome, Transfer, TusError, TusResponse
 from ._tus import call_from_request as tus_call
 from ._tus import refused as tus_refused
@@ -274,6 +275,24 @@ class QuartHashFS(ExtensionBase):
     async def gc(self, older_than: float = 0.0) -> GCReport:
         """Remove temp files of dead writers and empty folders."""
         return await self.store.gc(older_than)
+
+    async def sweep(
+        self,
+        keep: Iterable[str] | AsyncIterable[str],
+        older_than: float = DEFAULT_GRACE,
+        *,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+    ) -> SweepReport:
+        """Remove stored files whose id is not in ``keep``, older than ``older_than`` seconds.
+
+        ``keep`` streams the ids the app still refers to (a database query);
+        see :meth:`AsyncHashFS.sweep`.
+        """
+        report = await self.store.sweep(keep, older_than, dry_run=dry_run, on_remove=on_remove)
+        if report.removed and not dry_run:
+            self._state.presence.forget()
+        return report
 
     async def put_uploads(self) -> Uploads:
         """Store every file of the current multipart/form-data request as it arrives.

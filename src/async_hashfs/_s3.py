@@ -76,6 +76,7 @@ from ._engine import (
 )
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
+from ._sweep import KeepSet, RemovedCallback, SweepReport
 
 __all__ = ["S3Engine", "StoreUnavailable", "describe_error", "part_size_for"]
 
@@ -293,11 +294,15 @@ class S3Writer:
         relpath = engine.layout.relpath(id, extension)
         key = _key(relpath)
         try:
-            if self._spool is None:
-                is_duplicate = engine._create(key, b"".join(self._buffer))
-            else:
-                self._spool.flush()
-                is_duplicate = engine._commit_file(key, self._spool.fileno(), self.size)
+            for _ in range(_TRIES):
+                if self._spool is None:
+                    is_duplicate = engine._create(key, b"".join(self._buffer))
+                else:
+                    self._spool.flush()
+                    is_duplicate = engine._commit_file(key, self._spool.fileno(), self.size)
+                # A duplicate must look new to sweep(); one swept meanwhile is stored again.
+                if not is_duplicate or engine._refresh_duplicate(key, self.size):
+                    break
         finally:
             self.abort()
         return HashAddress(id, relpath, engine.layout.abspath(relpath), is_duplicate)
@@ -1032,6 +1037,78 @@ class S3Engine:
                     )
                     relpath = key[len(self.prefix) + 1 :] if self.prefix else key
                     report.uploads.append(self.layout.abspath(relpath))
+        return report
+
+    def _refresh_duplicate(self, key: str, size: int) -> bool:
+        """Make the object at ``key`` look new (its LastModified now) for :meth:`sweep`.
+
+        S3 has no touch: the object is copied onto itself, server side (an
+        object past one CopyObject's 5 GiB keeps its date). Returns ``False``
+        when it is gone (swept or deleted since it was seen).
+        """
+        if size > COPY_LIMIT:
+            return True
+        full = self._full(key)
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=full,
+                CopySource={"Bucket": self.bucket, "Key": full},
+                MetadataDirective="REPLACE",
+            )
+        except Exception as exc:
+            status, code = _error_code(exc)
+            if status == 404 or code in ("NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def sweep(
+        self,
+        keep: KeepSet,
+        cutoff: float,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+        checkpoint: Callable[[], None] | None = None,
+    ) -> SweepReport:
+        """Delete each object whose id is not in ``keep``, last modified before ``cutoff``.
+
+        See :meth:`Engine.sweep`. The prefix is listed once, a page at a
+        time; each page's objects to delete go in one batched request. Only
+        content keys of this layout are looked at (never the temp prefix).
+        A duplicate put copies the object onto itself, so it looks new to
+        every sweep that lists it afterwards; a sweep that listed it just
+        before still deletes it (S3 has no rename to look again first), and
+        the put's bytes are then gone: the window is one listing page.
+        """
+        report = SweepReport(dry_run=dry_run, keep_ids=len(keep))
+        layout = self.layout
+        for batch in obstore.list(self.store, chunk_size=1000):
+            if checkpoint is not None:
+                checkpoint()
+            doomed: list[tuple[str, str, int]] = []
+            for meta in batch:
+                key = str(meta["path"])
+                if key.startswith(TEMP_DIRNAME + "/"):
+                    continue
+                parsed = layout.parse_address(key)
+                if parsed is None:
+                    report.skipped += 1
+                elif parsed[0] in keep:
+                    report.kept += 1
+                elif meta["last_modified"].timestamp() >= cutoff:
+                    report.young += 1
+                else:
+                    doomed.append((key, parsed[0], int(meta["size"])))
+            if doomed and not dry_run:
+                with contextlib.suppress(FileNotFoundError, NotFoundError):
+                    obstore.delete(self.store, [key for key, _, _ in doomed])
+            for key, id, size in doomed:
+                self._verified.pop(key, None)
+                report.removed += 1
+                report.removed_bytes += size
+                if on_remove is not None:
+                    on_remove(HashAddress(id, key, layout.abspath(key), False))
         return report
 
     def _incomplete_uploads(self) -> Iterator[tuple[str, str, float]]:

@@ -12,7 +12,15 @@ stays bounded however many puts run at once.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import anyio
@@ -27,6 +35,7 @@ from ._budget import DEFAULT_UPLOAD_MEMORY, ChargedSource, UploadBudget, pump
 from ._engine import GCReport, RepairReport, check_read_mode
 from ._layout import normalize_extension
 from ._sources import blocking_chunks, is_async_source
+from ._sweep import DEFAULT_GRACE, KeepSet, RemovedCallback, SweepReport
 from ._tus_store import collect_garbage
 
 __all__ = ["AsyncBinaryFile", "AsyncFileOpener", "AsyncHashFS", "AsyncTextFile"]
@@ -35,6 +44,8 @@ T = TypeVar("T")
 F = TypeVar("F", "AsyncBinaryFile", "AsyncTextFile")
 
 _BATCH_ITEMS = 256
+#: Ids read from an async iterable before they are checked and added in a worker thread.
+_KEEP_BATCH = 4096
 
 
 class _ThreadRunner:
@@ -371,3 +382,45 @@ class AsyncHashFS(BaseHashFS):
         in the report's ``partial_uploads`` and ``partial_bytes``.
         """
         return await self._run(collect_garbage, self._engine, older_than)
+
+    async def sweep(
+        self,
+        keep: Iterable[str] | AsyncIterable[str],
+        older_than: float = DEFAULT_GRACE,
+        *,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+    ) -> SweepReport:
+        """Remove every stored file whose id is not in ``keep`` and older than ``older_than``.
+
+        ``keep`` is an iterable or async iterable of ids (``HashAddress.id``),
+        read once: the rows of a database query can stream straight in. A
+        blocking iterable is read in a worker thread. See
+        :meth:`SyncHashFS.sweep` for the rules; ``on_remove`` is called in a
+        worker thread. Cancelling stops the sweep between folders (what was
+        removed stays removed).
+
+        Raises:
+            InvalidId: an id in ``keep`` is not an id of this store (a
+                ``ValueError`` naming it); nothing was removed.
+            ValueError: ``older_than`` is not a number of seconds >= 0.
+            TypeError: ``keep`` is not an iterable of ids.
+        """
+        ids, cutoff = self._begin_sweep(older_than)
+        if isinstance(keep, AsyncIterable):
+            await self._read_keep(keep, ids)
+        else:
+            await self._run(ids.update, keep)
+        return await self._run(
+            self._engine.sweep, ids, cutoff, dry_run, on_remove, from_thread.check_cancelled
+        )
+
+    async def _read_keep(self, keep: AsyncIterable[str], ids: KeepSet) -> None:
+        batch: list[str] = []
+        async for id in keep:
+            batch.append(id)
+            if len(batch) >= _KEEP_BATCH:
+                await self._run(ids.update, batch)
+                batch = []
+        if batch:
+            await self._run(ids.update, batch)

@@ -10,7 +10,7 @@ the same class for the drop-in import ``from flask_shim import SyncHashFS``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 from ._address import HashAddress
@@ -18,6 +18,7 @@ from ._base import BaseHashFS
 from ._engine import GCReport, RepairReport
 from ._layout import normalize_extension
 from ._sources import blocking_chunks
+from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
 from ._tus_store import collect_garbage
 
 __all__ = ["SyncHashFS"]
@@ -149,6 +150,39 @@ class SyncHashFS(BaseHashFS):
         in the report's ``partial_uploads`` and ``partial_bytes``.
         """
         return collect_garbage(self._engine, older_than)
+
+    def sweep(
+        self,
+        keep: Iterable[str],
+        older_than: float = DEFAULT_GRACE,
+        *,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+    ) -> SweepReport:
+        """Remove every stored file whose id is not in ``keep`` and older than ``older_than``.
+
+        ``keep`` is an iterable of ids (``HashAddress.id``: the hex digest,
+        no extension), read once, such as the rows of a database query;
+        keeping an id keeps its files with any extension. A file modified in
+        the last ``older_than`` seconds (default an hour, counted from the
+        call) is left, so that an upload the app has not recorded yet
+        survives; a duplicate put makes the file it finds new again. Files
+        not at a content address, and the temp folder, are never touched.
+        With ``dry_run`` nothing is removed and the report is the same.
+        ``on_remove`` is called with the address of each file removed.
+
+        Memory: the ids are held as raw digests (about 40 bytes per
+        different sha256 id); the stored files are walked, never collected.
+
+        Raises:
+            InvalidId: an id in ``keep`` is not an id of this store (a
+                ``ValueError`` naming it); nothing was removed.
+            ValueError: ``older_than`` is not a number of seconds >= 0.
+            TypeError: ``keep`` is not an iterable of ids.
+        """
+        ids, cutoff = self._begin_sweep(older_than)
+        ids.update(keep)
+        return self._engine.sweep(ids, cutoff, dry_run, on_remove)
 
     def __contains__(self, file: object) -> bool:
         return self.exists(file)

@@ -8,7 +8,7 @@ It mirrors :class:`async_hashfs.QuartHashFS` method for method, without
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 from flask import Flask, Response, abort, current_app, request
@@ -20,6 +20,7 @@ from async_hashfs._config import EXTENSION, AppState, ExtensionBase, register
 from async_hashfs._engine import GCReport, RepairReport
 from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
+from async_hashfs._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
 from async_hashfs._sync import SyncHashFS
 from async_hashfs._tus import (
     ACTIONS,
@@ -187,6 +188,24 @@ class FlaskHashFS(ExtensionBase):
     def gc(self, older_than: float = 0.0) -> GCReport:
         """Remove temp files of dead writers and empty folders."""
         return self.store.gc(older_than)
+
+    def sweep(
+        self,
+        keep: Iterable[str],
+        older_than: float = DEFAULT_GRACE,
+        *,
+        dry_run: bool = False,
+        on_remove: RemovedCallback | None = None,
+    ) -> SweepReport:
+        """Remove stored files whose id is not in ``keep``, older than ``older_than`` seconds.
+
+        ``keep`` streams the ids the app still refers to (a database query);
+        see :meth:`async_hashfs.SyncHashFS.sweep`.
+        """
+        report = self.store.sweep(keep, older_than, dry_run=dry_run, on_remove=on_remove)
+        if report.removed and not dry_run:
+            self._state.presence.forget()
+        return report
 
     def relpath(self, path: str) -> str:
         """Return ``path`` relative to the root."""
