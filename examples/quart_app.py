@@ -65,6 +65,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.extensions["demo_sessions"] = sessions
+    app.jinja_env.get_template("index.html")  # read now, not on the event loop
 
     @app.before_serving
     async def create_tables() -> None:
