@@ -77,9 +77,18 @@ uppy.use(Dashboard, {
 uppy.use(Tus, {
   endpoint: uploader.dataset.endpoint,
   chunkSize: 1 << 20,
-  retryDelays: [0, 300, 1000, 2000, 3000, 5000],
+  // Retry a lost connection soon and for about half a minute: a restarting server is
+  // back within seconds, and the upload resumes from what the server kept.
+  retryDelays: [0, 250, 500, 1000, 1000, 1000, 2000, 2000, 3000, 5000, 5000, 10000],
   removeFingerprintOnSuccess: true,
 });
+// Uppy's Dashboard draws a lone file as a listitem with no list around it (its
+// FileList's single-file branch sets no role): give that wrapper the role.
+new MutationObserver(() => {
+  for (const files of uploader.querySelectorAll(".uppy-Dashboard-files:not([role])")) {
+    files.setAttribute("role", "list");
+  }
+}).observe(uploader, { childList: true, subtree: true });
 window.uppy = uppy; // for the browser test and for curious people in the console
 
 const rows = new Map(); // Uppy file id -> its line in #transfers
