@@ -72,6 +72,7 @@ uppy.use(Dashboard, {
   height: 360,
   showProgressDetails: true,
   proudlyDisplayPoweredByUppy: false,
+  disableInformer: true, // errors go to #errors, in the page's one error style
   note: maxSize ? `Up to ${human(maxSize)} per file` : null,
 });
 uppy.use(Tus, {
@@ -163,7 +164,14 @@ uppy.on("restriction-failed", (file, error) => {
 });
 
 uppy.on("upload-pause", (file, paused) => {
-  if (file) announce(`${file.name} ${paused ? "paused" : "resumed"}`);
+  if (!file) return;
+  announce(`${file.name} ${paused ? "paused" : "resumed"}`);
+  speeds.delete(file.id);
+  if (paused) {
+    const { bytesUploaded, bytesTotal } = uppy.getFile(file.id).progress;
+    transferRow(file).querySelector(".state").textContent =
+      `${human(bytesUploaded || 0)} of ${human(bytesTotal || file.size || 0)} · paused`;
+  }
 });
 
 uppy.on("file-removed", (file) => {
