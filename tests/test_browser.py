@@ -365,7 +365,10 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> Non
         sent = len(requests)
         drop(page, "too-big.bin", MAX_SIZE + 1)
         error = error_text(page, "too-big.bin")
-        assert "it is 8.0 MiB, over the limit of 8.0 MiB per file" in error
+        assert error == (
+            "too-big.bin was not sent: it is 8388609 bytes, over the limit of 8388608 bytes"
+            " (8.0 MiB) per file."
+        )
         assert not [url for method, url in requests[sent:] if "/tus" in url]
         page.evaluate("uppy.setOptions({restrictions: {maxFileSize: null}})")
         with page.expect_response(

@@ -157,7 +157,11 @@ uppy.on("upload-error", (file, error) => {
 uppy.on("restriction-failed", (file, error) => {
   const name = file ? file.name : "a file";
   if (file && maxSize && file.size > maxSize) {
-    showError(`${name} was not sent: it is ${human(file.size)}, over the limit of ${human(maxSize)} per file.`);
+    // Exact bytes where the rounded sizes would read the same ("8.0 MiB, over 8.0 MiB").
+    const exact = human(file.size) === human(maxSize);
+    const size = exact ? `${file.size} bytes` : human(file.size);
+    const limit = exact ? `${maxSize} bytes (${human(maxSize)})` : human(maxSize);
+    showError(`${name} was not sent: it is ${size}, over the limit of ${limit} per file.`);
   } else {
     showError(`${name} was not sent: ${error.message}`);
   }
