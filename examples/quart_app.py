@@ -106,7 +106,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
                 select(Upload).order_by(Upload.created.desc(), Upload.id.desc())
             )
             files = [as_json(row) for row in rows]
-            stored = await session.scalar(select(func.count(Upload.content_id.distinct())))
+            stored = await session.scalar(select(func.count(Upload.relpath.distinct())))
         return {"files": files, "stored": stored}
 
     @app.delete("/api/files/<int:id>")

@@ -346,6 +346,8 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> Non
         page.wait_for_function("document.querySelectorAll('#files li[data-id]').length == 2")
         assert sorted(names(page)) == sorted(NAMES)
         assert demo.stored() == {shared_id: shared}
+        announced = "document.getElementById('announcer').textContent == '2 files uploaded'"
+        page.wait_for_function(announced)
         page.reload()
         wait_loaded(page, 1)
         assert sorted(names(page)) == sorted(NAMES)
@@ -490,6 +492,14 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> Non
         assert orphan.id not in demo.stored()
         delete(page, NAMES[1])
         assert shared_id not in demo.stored()
+
+        # A failed delete says why, in the same style as every other error.
+        row = item(page, "pasted.png").get_attribute("data-id")
+        assert page.request.delete(f"{demo.url}/api/files/{row}").ok  # behind the page's back
+        delete(page, "pasted.png")
+        assert error_text(page, "Could not delete pasted.png") == (
+            f"Could not delete pasted.png: there is no file number {row} (deleted already?)"
+        )
 
         no_serious_violations(page)
         page.set_viewport_size({"width": 375, "height": 812})
