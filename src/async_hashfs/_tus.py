@@ -524,19 +524,17 @@ class TusProtocol:
             headers = self._state_headers(info)
             headers.update(self._address_headers(info.address))
             return Outcome(self.respond(204, headers))
-        if call.offset != info.offset:
-            raise TusError(
-                409, f"Upload-Offset: the upload is at {info.offset}, not {call.offset}"
-            )
+        # The offset is checked under the upload's lock (open_append): a PATCH
+        # racing another one gets 423 rather than a 409 from a moving offset.
         length = info.length if info.length is not None else call.length
         if call.length is not None and info.length is not None and call.length != info.length:
             raise _bad("Upload-Length", f"the upload's length is {info.length} already")
-        if call.length is not None and call.length < info.offset:
-            raise _bad("Upload-Length", f"below the upload's offset of {info.offset}")
+        if call.length is not None and call.length < call.offset:
+            raise _bad("Upload-Length", f"below the Upload-Offset of {call.offset}")
         if length is not None and self.max_size is not None and length > self.max_size:
             raise TusError(413, f"Upload-Length: {length} is past the largest upload")
-        self._check_fits(call, info.offset, length)
-        return self._open(call, info, info.offset, call.length)
+        self._check_fits(call, call.offset, length)
+        return self._open(call, info, call.offset, call.length)
 
     def _open(self, call: TusCall, info: UploadInfo, offset: int, length: int | None) -> Transfer:
         try:
@@ -552,7 +550,9 @@ class TusProtocol:
         except UploadLocked:
             raise TusError(423, "the upload is busy with another request") from None
         except OffsetMismatch as exc:
-            raise TusError(409, f"Upload-Offset: the upload is at {exc.expected}") from None
+            raise TusError(
+                409, f"Upload-Offset: the upload is at {exc.expected}, not {exc.given}"
+            ) from None
         except LengthConflict as exc:
             raise _bad("Upload-Length", str(exc)) from None
         except UploadTooLarge as exc:
