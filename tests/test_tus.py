@@ -764,3 +764,11 @@ def test_tus_is_off_by_default(root: Path) -> None:
     FlaskHashFS(app)
     assert app.test_client().options("/tus").status_code == 404
     assert not any(r.endpoint.startswith("hashfs_tus") for r in app.url_map.iter_rules())
+
+
+def test_max_content_length_does_not_cut_tus_bodies(make_tus: Callable[..., Tus]) -> None:
+    tus = make_tus(MAX_CONTENT_LENGTH=1000)
+    url = tus.create(len(DATA))
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 204
+    assert reply.header("HashFS-Id") == DATA_ID
