@@ -70,6 +70,7 @@ class Tus:
     framework: str
     root: Path
     send: Callable[[str, str, dict[str, str], bytes], Reply]
+    app: Any = None
     completed: list[CompletedUpload] = field(default_factory=list)
     allow: dict[str, Any] = field(default_factory=dict)
 
@@ -146,7 +147,7 @@ def flask_tus(root: Path, **config: Any) -> Tus:
         response = client.open(url, method=method, headers=headers, data=data)
         return _reply(response.status_code, response.headers, response.get_data())
 
-    tus = Tus("flask", root, send)
+    tus = Tus("flask", root, send, app)
     _hooks(fs, tus)
     return tus
 
@@ -168,7 +169,7 @@ def quart_tus(portal: BlockingPortal, root: Path, **config: Any) -> Tus:
     def send(method: str, url: str, headers: dict[str, str], data: bytes) -> Reply:
         return portal.call(functools.partial(open_, method, url, headers, data))
 
-    tus = Tus("quart", root, send)
+    tus = Tus("quart", root, send, app)
     _hooks(fs, tus)
     return tus
 
@@ -772,3 +773,28 @@ def test_max_content_length_does_not_cut_tus_bodies(make_tus: Callable[..., Tus]
     reply = tus.patch(url, 0, DATA)
     assert reply.status == 204
     assert reply.header("HashFS-Id") == DATA_ID
+
+
+@pytest.mark.parametrize("framework", ["flask", "quart"])
+def test_an_app_before_request_can_guard_the_endpoint(
+    root: Path, portal: BlockingPortal, framework: str
+) -> None:
+    tus = flask_tus(root) if framework == "flask" else quart_tus(portal, root)
+    app = tus.app
+
+    def guard() -> Any:
+        from flask import request as flask_request
+        from quart import request as quart_request
+
+        request = flask_request if framework == "flask" else quart_request
+        guarded = request.endpoint in ("hashfs_tus", "hashfs_tus_upload")
+        if guarded and request.headers.get("Authorization") != "Bearer ok":
+            abort(401)
+        return None
+
+    app.before_request(guard)
+    assert tus.request("POST", "/tus", {**V, "Upload-Length": "5"}).status == 401
+    ok = {"Authorization": "Bearer ok"}
+    reply = tus.request("POST", "/tus", {**V, **ok, "Upload-Length": "5"})
+    assert reply.status == 201
+    assert tus.request("HEAD", reply.header("Location") or "", V).status == 401
