@@ -316,9 +316,9 @@ class CompletedUpload:
 
     #: The tus upload id (the last part of its upload URL).
     upload_id: str
-    #: Where the bytes are now: the store's address (``is_duplicate`` as a put reports it).
+    #: The stored file's address (``is_duplicate`` as a put of the same bytes reports it).
     address: HashAddress
-    #: The client's ``Upload-Metadata``, decoded (``filename``, ``filetype``...).
+    #: The client's ``Upload-Metadata``, decoded, such as ``filename`` and ``filetype``.
     metadata: dict[str, str]
 
     @property
@@ -374,8 +374,9 @@ class TusProtocol:
     Args:
         partials: the store's partial uploads.
         max_size: the largest upload, in bytes (``Tus-Max-Size``), or ``None``.
-        expiry: seconds an unfinished upload is kept after its last bytes
-            arrived, or ``None`` to keep it until it is finished or terminated.
+        expiry: seconds an unfinished upload is kept after its creation or its
+            last completed PATCH, or ``None`` to keep it until it is finished or
+            terminated.
     """
 
     def __init__(self, partials: PartialStore, max_size: int | None, expiry: float | None) -> None:
@@ -524,19 +525,17 @@ class TusProtocol:
             headers = self._state_headers(info)
             headers.update(self._address_headers(info.address))
             return Outcome(self.respond(204, headers))
-        if call.offset != info.offset:
-            raise TusError(
-                409, f"Upload-Offset: the upload is at {info.offset}, not {call.offset}"
-            )
+        # The offset is checked under the upload's lock (open_append): a PATCH
+        # racing another one gets 423 rather than a 409 from a moving offset.
         length = info.length if info.length is not None else call.length
         if call.length is not None and info.length is not None and call.length != info.length:
             raise _bad("Upload-Length", f"the upload's length is {info.length} already")
-        if call.length is not None and call.length < info.offset:
-            raise _bad("Upload-Length", f"below the upload's offset of {info.offset}")
+        if call.length is not None and call.length < call.offset:
+            raise _bad("Upload-Length", f"below the Upload-Offset of {call.offset}")
         if length is not None and self.max_size is not None and length > self.max_size:
             raise TusError(413, f"Upload-Length: {length} is past the largest upload")
-        self._check_fits(call, info.offset, length)
-        return self._open(call, info, info.offset, call.length)
+        self._check_fits(call, call.offset, length)
+        return self._open(call, info, call.offset, call.length)
 
     def _open(self, call: TusCall, info: UploadInfo, offset: int, length: int | None) -> Transfer:
         try:
@@ -552,7 +551,9 @@ class TusProtocol:
         except UploadLocked:
             raise TusError(423, "the upload is busy with another request") from None
         except OffsetMismatch as exc:
-            raise TusError(409, f"Upload-Offset: the upload is at {exc.expected}") from None
+            raise TusError(
+                409, f"Upload-Offset: the upload is at {exc.expected}, not {exc.given}"
+            ) from None
         except LengthConflict as exc:
             raise _bad("Upload-Length", str(exc)) from None
         except UploadTooLarge as exc:
