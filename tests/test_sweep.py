@@ -380,6 +380,25 @@ async def test_async_sweep_names_a_malformed_id(async_fs: AsyncHashFS) -> None:
         await async_fs.sweep(address.id, 0)
 
 
+async def test_async_sweep_stops_when_cancelled(async_fs: AsyncHashFS, root: Path) -> None:
+    sync = await anyio.to_thread.run_sync(SyncHashFS, root)
+    addresses = await anyio.to_thread.run_sync(lambda: put_many(sync, 40))
+    await anyio.to_thread.run_sync(lambda: age(sync, *addresses))
+    removed: list[HashAddress] = []
+    with anyio.CancelScope() as scope:
+
+        def cancel_at_first(address: HashAddress) -> None:
+            removed.append(address)
+            if len(removed) == 1:
+                anyio.from_thread.run_sync(scope.cancel)
+
+        await async_fs.sweep([], 60, on_remove=cancel_at_first)
+    assert scope.cancelled_caught
+    left = await async_fs.count()
+    assert left == 40 - len(removed) and 0 < left < 40
+    assert await anyio.to_thread.run_sync(temp_files, root) == []
+
+
 # -- the keep set and durations ----------------------------------------------
 
 
@@ -493,6 +512,22 @@ def test_cli_sweep_errors(root: Path, tmp_path: Path) -> None:
     assert no_store.exit_code == 3
     required = sweep_cli(root)
     assert required.exit_code == 2 and "--keep" in required.stderr
+
+
+@pytest.mark.parametrize("framework", ["flask", "quart"])
+def test_app_cli_sweeps_the_configured_store(framework: str, root: Path, tmp_path: Path) -> None:
+    app: Any = Flask(__name__) if framework == "flask" else Quart(__name__)
+    app.config.update(HASHFS_ROOT_FOLDER=str(root), HASHFS_DEPTH=2, HASHFS_WIDTH=2)
+    (FlaskHashFS if framework == "flask" else QuartHashFS)(app)
+    fs = SyncHashFS(root, depth=2, width=2)
+    kept, gone = fs.put(b"kept"), fs.put(b"gone")
+    age(fs, kept, gone)
+    result = app.test_cli_runner().invoke(
+        args=["hashfs", "sweep", "--keep", "-", "--older-than", "1m"], input=kept.id + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [gone.relpath]
+    assert fs.exists(kept.id) and not fs.exists(gone.id)
 
 
 # -- the extensions -----------------------------------------------------------

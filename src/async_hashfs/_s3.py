@@ -1043,8 +1043,11 @@ class S3Engine:
         """Make the object at ``key`` look new (its LastModified now) for :meth:`sweep`.
 
         S3 has no touch: the object is copied onto itself, server side (an
-        object past one CopyObject's 5 GiB keeps its date). Returns ``False``
-        when it is gone (swept or deleted since it was seen).
+        object past one CopyObject's 5 GiB keeps its date). A copy onto
+        itself must change something, so its metadata is replaced: this
+        engine's objects have none (their type comes from their extension
+        when served). Returns ``False`` when it is gone (swept or deleted
+        since it was seen).
         """
         if size > COPY_LIMIT:
             return True

@@ -395,7 +395,9 @@ class AsyncHashFS(BaseHashFS):
 
         ``keep`` is an iterable or async iterable of ids (``HashAddress.id``),
         read once: the rows of a database query can stream straight in. A
-        blocking iterable is read in a worker thread. See
+        blocking iterable is read in a worker thread (a ``sqlite3`` cursor
+        then needs ``check_same_thread=False``; an async driver such as
+        ``aiosqlite`` needs nothing). See
         :meth:`SyncHashFS.sweep` for the rules; ``on_remove`` is called in a
         worker thread. Cancelling stops the sweep between folders (what was
         removed stays removed).

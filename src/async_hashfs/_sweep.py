@@ -3,8 +3,9 @@
 A sweep removes every stored file whose id the app no longer refers to and
 that is older than a grace period. The ids come from the app (a database
 query, streamed); :class:`KeepSet` holds them as raw digests, bucketed by
-their first two bytes, so a million sha256 ids take about 40 MB (32 bytes
-each plus a bucket's overhead) and a lookup scans one short bucket. The
+their first two bytes, so a million sha256 ids take about 51 MiB (32 bytes
+each plus the buckets' overhead; a ``set`` of the hex strings takes three
+times that) and a lookup scans one short bucket. The
 stored files themselves are never collected: the store is walked, or listed,
 once, and each file decided as it is met.
 """
@@ -112,7 +113,11 @@ class KeepSet:
         """Whether ``id`` (an id of the store, already checked) is kept."""
         digest = bytes.fromhex(id)
         bucket = self._buckets[(digest[0] << 8) | digest[1]]
-        return bucket is not None and self._holds(bucket, digest)
+        if bucket is None:
+            return False
+        if len(bucket) == self._size:  # most buckets hold one id, up to a million
+            return bucket == digest
+        return self._holds(bucket, digest)
 
     def __len__(self) -> int:
         return self.distinct

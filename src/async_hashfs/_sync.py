@@ -171,7 +171,7 @@ class SyncHashFS(BaseHashFS):
         With ``dry_run`` nothing is removed and the report is the same.
         ``on_remove`` is called with the address of each file removed.
 
-        Memory: the ids are held as raw digests (about 40 bytes per
+        Memory: the ids are held as raw digests (about 53 bytes per
         different sha256 id); the stored files are walked, never collected.
 
         Raises:
