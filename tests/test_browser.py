@@ -451,6 +451,8 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> Non
         throttle(THROTTLE)
         restarted = drop(page, "restarted.bin", BIG)
         wait_sent(page, "restarted.bin", CHUNK + 1)  # the first chunk was stored
+        line = page.locator("#transfers li", has_text="restarted.bin").inner_text()
+        assert re.search(r"iB of 8\.0 MiB · [\d.]+ (B|KiB|MiB)/s · \d+ s left", line), line
         demo.kill()
         resumed_from = len(requests)
         demo.start()
