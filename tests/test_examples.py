@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -35,6 +36,21 @@ def form(data: bytes, *names: str) -> tuple[bytes, dict[str, str]]:
     return body, {
         "Content-Type": f"multipart/form-data; boundary={boundary}",
         "Accept": "application/json",
+    }
+
+
+def tus_creation(data: bytes, name: str, type: str) -> dict[str, str]:
+    """Headers of a tus creation-with-upload request sending all of ``data`` at once."""
+    metadata = ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}"
+        for key, value in (("filename", name), ("filetype", type))
+    )
+    return {
+        "Tus-Resumable": "1.0.0",
+        "Upload-Length": str(len(data)),
+        "Content-Length": str(len(data)),
+        "Upload-Metadata": metadata,
+        "Content-Type": "application/offset+octet-stream",
     }
 
 
@@ -150,6 +166,29 @@ def test_flask_sweep_keeps_young_files(tmp_path: Path, monkeypatch: pytest.Monke
     (row,) = client.post("/upload", data=body, headers=headers).get_json()["files"]
     assert client.delete(f"/api/files/{row['id']}").get_json()["removed"] == []
     assert len(stored(root)) == 1
+
+
+@pytest.mark.anyio
+async def test_quart_example_names_a_tus_upload(tmp_path: Path) -> None:
+    app = await anyio.to_thread.run_sync(quart_app.create_app, str(tmp_path / "store"))
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        headers = tus_creation(DATA, NAMES[1], "text/plain")
+        response = await client.post("/tus", data=DATA, headers=headers)
+        assert response.status_code == 201, await response.get_data(as_text=True)
+        (row,) = (await (await client.get("/api/files")).get_json())["files"]
+    assert (row["name"], row["type"], row["size"]) == (NAMES[1], "text/plain", len(DATA))
+    assert row["content_id"] == DATA_ID
+
+
+def test_flask_example_names_a_tus_upload(tmp_path: Path) -> None:
+    client = flask_app.create_app(str(tmp_path / "store")).test_client()
+    headers = tus_creation(DATA, NAMES[1], "text/plain")
+    response = client.post("/tus", data=DATA, headers=headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    (row,) = client.get("/api/files").get_json()["files"]
+    assert (row["name"], row["type"], row["size"]) == (NAMES[1], "text/plain", len(DATA))
+    assert row["content_id"] == DATA_ID
 
 
 def test_the_demos_keep_separate_stores_and_databases(
