@@ -317,7 +317,7 @@ def screenshot(page: Any, demo: Demo, label: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
-def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> None:
+def test_demo_in_a_real_browser(demo: Demo, browser: Any) -> None:
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=demo.url)
     page = context.new_page()
@@ -461,6 +461,7 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any, tmp_path: Path) -> Non
         assert hashlib.sha256(demo.stored()[restarted]).hexdigest() == restarted
         assert "HEAD" in {m for m, url in requests[resumed_from:] if "/tus/" in url}
         wait_listed(page, "retried.bin", "restarted.bin")
+        assert page.locator("#transfers li").count() == 0  # finished lines go once listed
         assert "cancelled.bin" not in names(page)
         page.evaluate("uppy.cancelAll()")
 

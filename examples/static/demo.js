@@ -191,6 +191,12 @@ uppy.on("complete", (result) => {
     announce(`${stored} file${stored === 1 ? "" : "s"} uploaded` + (failed ? `, ${failed} failed` : ""));
   }
   if (stored) refresh(); // once per batch, however many files it had
+  // The list below is what is stored now; a finished line here would go stale
+  // once its file is deleted, so only unfinished uploads keep theirs.
+  for (const file of result.successful || []) {
+    rows.get(file.id)?.remove();
+    rows.delete(file.id);
+  }
 });
 
 function addFiles(files, source) {
