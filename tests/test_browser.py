@@ -415,7 +415,8 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any) -> None:
         # A batch of 20 files refreshes the list once.
         before = loaded(page)
         gets = sum(1 for method, url in requests if method == "GET" and url == "/api/files")
-        batch = [payload(f"part{i:02}.dat", os.urandom(2000 + i)) for i in range(20)]
+        batch = [payload(f"part{i:02}.dat", os.urandom(2000 + i)) for i in range(19)]
+        batch.append(payload("an_unbroken_name_" * 10 + ".dat", os.urandom(99)))  # wraps anywhere
         pick(page, *batch)
         wait_listed(page, *(file["name"] for file in batch))
         assert loaded(page) == before + 1
