@@ -1,0 +1,483 @@
+"""Resumable (tus) uploads on an s3:// root, on a real server (SeaweedFS).
+
+Partial uploads are multipart uploads on the bucket with their record and
+held tail beside them, so a second store object on the same root (another
+app server) resumes what the first received. Parts here are S3's 5 MiB
+minimum, to keep the bytes sent small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+pytest.importorskip("obstore")
+pytest.importorskip("botocore")
+
+import obstore
+
+from async_hashfs import SyncHashFS
+from async_hashfs._s3 import MIB, TUS_PREFIX
+from async_hashfs._tus_s3 import S3PartialStore
+from async_hashfs._tus_store import (
+    LengthConflict,
+    OffsetMismatch,
+    UploadLocked,
+    UploadNotFound,
+    UploadTooLarge,
+    partial_store,
+)
+
+PART = 5 * MIB
+DATA = os.urandom(12 * MIB + 12345)  # two full parts and a short last one
+DATA_ID = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+def root(request: pytest.FixtureRequest) -> str:
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)
+    return f"s3://hashfs-test/tus-{os.getpid()}-{name}-{time.monotonic_ns()}"
+
+
+@pytest.fixture
+def options(s3_server: Any) -> dict[str, Any]:
+    return {**s3_server.options(), "part_size": PART}
+
+
+def server(root: str, options: dict[str, Any], **extra: Any) -> SyncHashFS:
+    """A store on the root, as one app server has it (its own clients and memory)."""
+    return SyncHashFS(root, s3_options={**options, **extra})
+
+
+def partials(fs: SyncHashFS) -> S3PartialStore:
+    store = partial_store(fs._engine)
+    assert isinstance(store, S3PartialStore)
+    return store
+
+
+class Calls:
+    """The S3 operations a store's botocore client sends, by name (with their parameters)."""
+
+    def __init__(self, fs: SyncHashFS) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        fs._engine.client.meta.events.register("before-parameter-build.s3", self._call)
+
+    def _call(self, model: Any, params: Any, **_: Any) -> None:
+        with self._lock:
+            self.sent.append((model.name, dict(params)))
+
+    def count(self, name: str) -> int:
+        return sum(1 for sent, _ in self.sent if sent == name)
+
+    def params(self, name: str) -> list[dict[str, Any]]:
+        return [params for sent, params in self.sent if sent == name]
+
+
+def tus_objects(fs: SyncHashFS) -> list[str]:
+    return sorted(str(m["path"]) for m in fs._engine._objects(TUS_PREFIX))
+
+
+def tus_uploads(fs: SyncHashFS) -> list[str]:
+    return [key for key, _, _ in fs._engine._incomplete_uploads()]
+
+
+def append(fs: SyncHashFS, upload_id: str, offset: int, data: bytes, **kwargs: Any) -> Any:
+    """One PATCH: lock, write in 64 KiB chunks, commit."""
+    with partials(fs).open_append(upload_id, offset, **kwargs) as patch:
+        for start in range(0, len(data), 65536):
+            patch.write(data[start : start + 65536])
+        return patch.commit()
+
+
+def read_back(fs: SyncHashFS, id: str) -> bytes:
+    with fs.open(id) as file:
+        return bytes(file.read())
+
+
+# -- a whole upload -----------------------------------------------------------------
+
+
+def test_upload_in_patches_lands_at_its_content_key(root: str, options: dict[str, Any]) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    calls = Calls(fs)
+    info = store.create(len(DATA), "filename ZS5iaW4=")
+    assert info.offset == 0 and info.length == len(DATA) and info.address is None
+    offset = 0
+    for size in (3 * MIB, 4 * MIB, len(DATA) - 7 * MIB):
+        info = append(fs, info.id, offset, DATA[offset : offset + size])
+        offset += size
+        assert info.offset == offset == store.info(info.id).offset
+    assert info.complete
+    address = store.finish(info.id, ".bin")
+    assert address.id == DATA_ID and not address.is_duplicate
+    assert address.relpath.endswith(".bin")
+    assert read_back(fs, DATA_ID) == DATA
+    # The server kept the hash: no GET of the temp object, parts as bytes arrived.
+    assert calls.count("UploadPart") == 3
+    assert [p["IfNoneMatch"] for p in calls.params("CompleteMultipartUpload")[1:]] == ["*"]
+    # Nothing left but the record, which says where the bytes went.
+    assert tus_objects(fs) == [f"{TUS_PREFIX}{info.id}/info"]
+    assert tus_uploads(fs) == []
+    done = store.info(info.id)
+    assert done.address is not None and done.address.id == DATA_ID and done.complete
+    again = store.finish(info.id, ".bin")
+    assert again.id == DATA_ID and again.is_duplicate
+    with pytest.raises(UploadNotFound):
+        store.open_append(info.id, len(DATA))
+    assert store.stats().uploads == []
+
+
+def test_small_upload_is_one_conditional_put(root: str, options: dict[str, Any]) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    calls = Calls(fs)
+    small = b"a small file, under one part"
+    info = store.create(len(small))
+    append(fs, info.id, 0, small[:10])
+    append(fs, info.id, 10, small[10:])
+    address = store.finish(info.id)
+    assert address.id == hashlib.sha256(small).hexdigest() and not address.is_duplicate
+    assert read_back(fs, address.id) == small
+    assert calls.count("CreateMultipartUpload") == 0
+    assert tus_objects(fs) == [f"{TUS_PREFIX}{info.id}/info"]
+    empty = store.create(0)
+    assert store.finish(empty.id).id == hashlib.sha256(b"").hexdigest()
+
+
+# -- small PATCH bodies are held on the bucket until a part is full -------------------
+
+
+def test_small_patches_are_held_until_a_part_is_full_and_any_server_resumes(
+    root: str, options: dict[str, Any]
+) -> None:
+    first = server(root, options)
+    calls = Calls(first)
+    info = partials(first).create(len(DATA))
+    step = 1 * MIB + 1
+    offset = 0
+    for _ in range(4):  # 4 MiB and 4 bytes: short of a part
+        append(first, info.id, offset, DATA[offset : offset + step])
+        offset += step
+    assert calls.count("UploadPart") == 0
+    tails = [k for k in tus_objects(first) if k.endswith(".part")]
+    assert len(tails) == 4  # each PATCH put only its own bytes
+    # A second server, which never saw a byte, finds the upload where the first left it.
+    second = server(root, options)
+    second_calls = Calls(second)
+    store = partials(second)
+    assert store.info(info.id).offset == offset
+    with pytest.raises(OffsetMismatch):
+        store.open_append(info.id, offset - 1)
+    append(second, info.id, offset, DATA[offset : offset + step])  # fills the first part
+    offset += step
+    assert second_calls.count("UploadPart") == 1
+    assert second_calls.params("UploadPart")[0]["PartNumber"] == 1
+    # The gathered tail went; the 5 bytes past the part are the new one.
+    assert len([k for k in tus_objects(second) if k.endswith(".part")]) == 1
+    append(first, info.id, offset, DATA[offset:])  # and back to the first server
+    hashed: list[str] = []
+    real = first._engine.hash_file
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> str:
+        hashed.append(str(path))
+        return real(path, *args, **kwargs)
+
+    first._engine.hash_file = spy  # type: ignore[method-assign]
+    address = partials(first).finish(info.id)
+    assert address.id == DATA_ID and not address.is_duplicate
+    assert hashed == [f"{TUS_PREFIX}{info.id}/data"]  # the hash was lost: one streamed GET
+    assert read_back(second, DATA_ID) == DATA
+    assert tus_objects(first) == [f"{TUS_PREFIX}{info.id}/info"] and tus_uploads(first) == []
+
+
+def test_many_tiny_patches_keep_the_tail_in_few_objects(
+    root: str, options: dict[str, Any]
+) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    data = os.urandom(40 * 1000)
+    info = store.create(len(data))
+    for offset in range(0, len(data), 1000):
+        append(fs, info.id, offset, data[offset : offset + 1000])
+        assert len([k for k in tus_objects(fs) if k.endswith(".part")]) <= 17
+    assert store.finish(info.id).id == hashlib.sha256(data).hexdigest()
+    assert read_back(fs, hashlib.sha256(data).hexdigest()) == data
+
+
+# -- the commit: a copy in ranges, conditional ------------------------------------------
+
+
+@pytest.mark.parametrize("same_server", [True, False])
+def test_commit_is_a_ranged_copy_completed_with_if_none_match(
+    root: str, options: dict[str, Any], same_server: bool
+) -> None:
+    first = server(root, options, copy_part_size=PART)
+    info = partials(first).create(len(DATA))
+    append(first, info.id, 0, DATA)
+    finisher = first if same_server else server(root, options, copy_part_size=PART)
+    calls = Calls(finisher)
+    address = partials(finisher).finish(info.id, ".bin")
+    assert address.id == DATA_ID and not address.is_duplicate
+    ranges = [p["CopySourceRange"] for p in calls.params("UploadPartCopy")]
+    assert ranges == [
+        f"bytes=0-{PART - 1}",
+        f"bytes={PART}-{2 * PART - 1}",
+        f"bytes={2 * PART}-{len(DATA) - 1}",
+    ]
+    completes = calls.params("CompleteMultipartUpload")
+    assert "IfNoneMatch" not in completes[0]  # the temp object: ours alone
+    assert completes[-1]["IfNoneMatch"] == "*"
+    assert completes[-1]["Key"].endswith(address.relpath)
+    assert read_back(first, DATA_ID) == DATA
+    assert tus_uploads(first) == [] and tus_objects(first) == [f"{TUS_PREFIX}{info.id}/info"]
+
+
+def test_copy_mode_commits_with_a_conditional_copy(root: str, options: dict[str, Any]) -> None:
+    fs = server(root, options, commit="copy")
+    calls = Calls(fs)
+    info = partials(fs).create(len(DATA))
+    append(fs, info.id, 0, DATA)
+    assert not partials(fs).finish(info.id).is_duplicate
+    assert calls.count("UploadPartCopy") == 0  # one CopyObject (obstore), under 5 GiB
+    assert read_back(fs, DATA_ID) == DATA
+
+
+# -- dedupe -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("same_server", [True, False])
+def test_upload_of_stored_bytes_is_a_duplicate_and_leaves_nothing(
+    root: str, options: dict[str, Any], same_server: bool
+) -> None:
+    fs = server(root, options)
+    assert not fs.put(DATA).is_duplicate
+    info = partials(fs).create(len(DATA))
+    append(fs, info.id, 0, DATA)
+    finisher = fs if same_server else server(root, options)
+    calls = Calls(finisher)
+    address = partials(finisher).finish(info.id)
+    assert address.id == DATA_ID and address.is_duplicate
+    assert calls.count("UploadPartCopy") == 0
+    # With the hash known no complete at all; without, only the temp object's.
+    assert calls.count("CompleteMultipartUpload") == (0 if same_server else 1)
+    assert fs.count() == 1
+    assert tus_uploads(fs) == [] and tus_objects(fs) == [f"{TUS_PREFIX}{info.id}/info"]
+
+
+def test_racing_finishes_in_copy_mode_have_exactly_one_winner(
+    root: str, options: dict[str, Any]
+) -> None:
+    servers = [server(root, options, commit="copy") for _ in range(4)]
+    ids = []
+    for fs in servers:
+        info = partials(fs).create(len(DATA))
+        append(fs, info.id, 0, DATA)
+        ids.append(info.id)
+    results: list[Any] = []
+    barrier = threading.Barrier(len(servers))
+
+    def finish(fs: SyncHashFS, upload_id: str) -> None:
+        barrier.wait()
+        results.append(partials(fs).finish(upload_id))
+
+    threads = [threading.Thread(target=finish, args=pair) for pair in zip(servers, ids)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 4 and {r.id for r in results} == {DATA_ID}
+    assert sum(not r.is_duplicate for r in results) == 1
+    assert servers[0].count() == 1 and tus_uploads(servers[0]) == []
+
+
+# -- one request at a time, across servers ----------------------------------------------
+
+
+def test_second_patch_from_another_server_is_refused_never_interleaved(
+    root: str, options: dict[str, Any]
+) -> None:
+    first, second = server(root, options), server(root, options)
+    info = partials(first).create(len(DATA))
+    patch = partials(first).open_append(info.id, 0)
+    patch.write(DATA[: 6 * MIB])  # a part is on the bucket already
+    with pytest.raises(UploadLocked):
+        partials(second).open_append(info.id, 0)
+    with pytest.raises(UploadLocked):
+        partials(second).terminate(info.id)
+    assert partials(second).info(info.id).offset == 0  # nothing counts before commit
+    assert patch.commit().offset == 6 * MIB
+    append(second, info.id, 6 * MIB, DATA[6 * MIB :])
+    assert partials(second).finish(info.id).id == DATA_ID
+    assert read_back(first, DATA_ID) == DATA
+
+
+def test_lock_of_a_dead_server_lapses_and_its_late_bytes_never_count(
+    root: str, options: dict[str, Any]
+) -> None:
+    first = server(root, options, tus_lock_seconds=1.0)
+    second = server(root, options, tus_lock_seconds=1.0)
+    info = partials(first).create(len(DATA))
+    append(first, info.id, 0, DATA[:MIB])
+    stalled = partials(first).open_append(info.id, MIB)  # then the server hangs
+    stalled.write(os.urandom(MIB))  # bytes the client will send again
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            resumed = partials(second).open_append(info.id, MIB)
+            break
+        except UploadLocked:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    resumed.write(DATA[MIB : 6 * MIB])
+    # The stalled request wakes: its lease is gone, so nothing it does counts.
+    with pytest.raises(UploadLocked):
+        stalled.write(os.urandom(5 * MIB))
+    with pytest.raises((UploadLocked, OSError)):
+        stalled.commit()
+    assert resumed.commit().offset == 6 * MIB
+    append(second, info.id, 6 * MIB, DATA[6 * MIB :])
+    address = partials(first).finish(info.id)
+    assert address.id == DATA_ID
+    assert read_back(first, DATA_ID) == DATA
+
+
+# -- appends that end early -------------------------------------------------------------
+
+
+def test_atomic_append_aborted_leaves_the_upload_as_it_was(
+    root: str, options: dict[str, Any]
+) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    info = store.create(len(DATA))
+    append(fs, info.id, 0, DATA[:MIB])
+    before = tus_objects(fs)
+    with store.open_append(info.id, MIB, atomic=True) as patch:
+        patch.write(DATA[MIB : 7 * MIB])  # a part and a tail's worth
+        patch.write(DATA[7 * MIB : 7 * MIB + 100])
+    assert store.info(info.id).offset == MIB
+    assert tus_objects(fs) == before
+    assert tus_uploads(fs) == []  # the multipart upload it began is gone
+    append(fs, info.id, MIB, DATA[MIB:])
+    assert store.finish(info.id).id == DATA_ID
+
+
+def test_plain_append_aborted_keeps_what_it_received(root: str, options: dict[str, Any]) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    info = store.create(len(DATA))
+    with store.open_append(info.id, 0) as patch:
+        patch.write(DATA[: 6 * MIB])
+        # the client went away here: no commit
+    assert store.info(info.id).offset == 6 * MIB
+    append(fs, info.id, 6 * MIB, DATA[6 * MIB :])
+    assert store.finish(info.id).id == DATA_ID
+    assert read_back(fs, DATA_ID) == DATA
+
+
+def test_bytes_past_the_length_or_max_size_are_refused(root: str, s3_server: Any) -> None:
+    fs = SyncHashFS(root, max_size=len(DATA), s3_options={**s3_server.options(), "part_size": PART})
+    store = partials(fs)
+    with pytest.raises(UploadTooLarge):
+        store.create(len(DATA) + 1)
+    info = store.create(10)
+    with store.open_append(info.id, 0) as patch, pytest.raises(UploadTooLarge):
+        patch.write(b"x" * 11)
+    assert store.info(info.id).offset == 0
+    deferred = store.create(None)
+    append(fs, deferred.id, 0, b"12345")
+    with pytest.raises(LengthConflict):
+        store.open_append(deferred.id, 5, length=4)
+    with pytest.raises(UploadTooLarge):
+        store.open_append(deferred.id, 5, length=len(DATA) + 1)
+    done = append(fs, deferred.id, 5, b"678", length=8)
+    assert done.complete and done.length == 8
+    assert read_back(fs, store.finish(deferred.id).id) == b"12345678"
+    with pytest.raises(LengthConflict):
+        store.finish(info.id)
+    for bad in ("nope", "0" * 31, "../" + "0" * 32):
+        with pytest.raises(UploadNotFound):
+            store.info(bad)
+
+
+def test_deferred_length_declared_after_the_last_part(root: str, options: dict[str, Any]) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    info = store.create(None)
+    append(fs, info.id, 0, DATA)  # two parts sent, a tail held: the end is not known
+    done = append(fs, info.id, len(DATA), b"", length=len(DATA))
+    assert done.complete
+    address = partials(server(root, options)).finish(info.id)
+    assert address.id == DATA_ID and read_back(fs, DATA_ID) == DATA
+
+
+# -- termination, expiry, gc ------------------------------------------------------------
+
+
+def test_terminate_removes_the_multipart_upload_and_every_object(
+    root: str, options: dict[str, Any]
+) -> None:
+    fs = server(root, options)
+    info = partials(fs).create(len(DATA))
+    append(fs, info.id, 0, DATA[: 6 * MIB])
+    assert tus_uploads(fs) and len(tus_objects(fs)) == 2  # record and tail
+    partials(server(root, options)).terminate(info.id)
+    assert tus_uploads(fs) == [] and tus_objects(fs) == []
+    with pytest.raises(UploadNotFound):
+        partials(fs).info(info.id)
+    with pytest.raises(UploadNotFound):
+        partials(fs).terminate(info.id)
+
+
+def test_expired_uploads_are_collected_and_gc_leaves_live_ones(
+    root: str, options: dict[str, Any]
+) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    now = time.time()
+    old = store.create(len(DATA), expires=now + 100)
+    append(fs, old.id, 0, DATA[: 6 * MIB])
+    finished = store.create(3, expires=now + 100)
+    append(fs, finished.id, 0, b"abc")
+    store.finish(finished.id)
+    live = store.create(len(DATA), expires=now + 10_000)
+    append(fs, live.id, 0, DATA[:MIB])
+    busy = store.create(5, expires=now + 100)
+    held = store.open_append(busy.id, 0)
+    # The engine's own gc never touches resumable uploads, whatever their age.
+    fs._engine.gc(older_than=0)
+    assert len(tus_uploads(fs)) == 1 and store.info(old.id).offset == 6 * MIB
+    assert sorted(store.stats().uploads) == sorted([old.id, live.id, busy.id])
+    assert store.stats().bytes == 7 * MIB
+    report = store.collect(now + 1000)
+    assert sorted(report.uploads) == sorted([old.id, finished.id])
+    assert report.bytes == 6 * MIB
+    assert tus_uploads(fs) == []
+    assert {k.split("/")[-2] for k in tus_objects(fs)} == {live.id, busy.id}
+    held.abort()
+    assert store.collect(now + 1000).uploads == [busy.id]
+
+
+def test_stray_objects_without_a_record_go_after_an_hour(
+    root: str, options: dict[str, Any]
+) -> None:
+    """A server killed between creating a multipart upload or tail and writing the record."""
+    fs = server(root, options)
+    engine = fs._engine
+    stray = "f" * 32
+    obstore.put(engine.store, f"{TUS_PREFIX}{stray}/0123456789abcdef.part", b"tail")
+    engine.client.create_multipart_upload(
+        Bucket=engine.bucket, Key=engine._full(f"{TUS_PREFIX}{stray}/data")
+    )
+    store = partials(fs)
+    store.collect(time.time())
+    assert len(tus_objects(fs)) == 1 and len(tus_uploads(fs)) == 1  # young: maybe alive
+    store.collect(time.time() + 7200)
+    assert tus_objects(fs) == [] and tus_uploads(fs) == []
