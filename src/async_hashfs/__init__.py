@@ -24,6 +24,7 @@ from ._exceptions import (
 from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sync import SyncHashFS
+from ._tus import CompletedUpload
 from ._version import __version__
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "AsyncFileOpener",
     "AsyncHashFS",
     "AsyncTextFile",
+    "CompletedUpload",
     "FileTooLarge",
     "GCReport",
     "RepairReport",

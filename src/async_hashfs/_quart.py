@@ -32,6 +32,9 @@ from ._exceptions import CorruptFile
 from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
+from ._tus import ACTIONS, RELPATH_HEADER, URL_HEADER, Outcome, Transfer, TusError, TusResponse
+from ._tus import call_from_request as tus_call
+from ._tus import refused as tus_refused
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
@@ -153,6 +156,7 @@ class QuartHashFS(ExtensionBase):
                 upload_memory=s.upload_memory,
             ),
             _serve_file,
+            self._tus_view,
         )
         base = app.asgi_http_class
         if not issubclass(base, _BoundedConnection):
@@ -296,6 +300,72 @@ class QuartHashFS(ExtensionBase):
                 with anyio.CancelScope(shield=True):
                     await store._run(sink.abort)
                 raise
+
+    # -- the tus endpoint (HASHFS_TUS_PREFIX) ----------------------------------
+
+    async def _tus_view(self, upload_id: str | None = None) -> Response:
+        """The tus endpoint: the creation URL (``upload_id`` None) and each upload's URL."""
+        state = self._state
+        protocol = state.tus
+        prefix = state.settings.tus_prefix
+        if protocol is None or prefix is None:
+            abort(404)  # a route an earlier init_app added, with other settings
+        try:
+            call = tus_call(request, upload_id, prefix)
+            action = ACTIONS.get(call.method)
+            if action is not None and self._tus_authorize is not None:
+                allowed = await current_app.ensure_async(self._tus_authorize)(action, upload_id)
+                error = tus_refused(allowed)
+                if error is not None:
+                    raise error
+            store = self.store
+            started = await store._run(protocol.start, call)
+            if isinstance(started, Transfer):
+                started = await self._tus_transfer(store, protocol, started)
+        except TusError as exc:
+            return _tus_response(protocol.error(exc))
+        return await self._tus_outcome(started)
+
+    async def _tus_transfer(
+        self, store: AsyncHashFS, protocol: Any, transfer: Transfer
+    ) -> Outcome:
+        """Feed the request body to ``transfer`` (in worker threads), then complete it."""
+        # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
+        request.max_content_length = _NO_BODY_LIMIT
+        failure: Exception | None = None
+        try:
+            await store._pump(request.body, transfer.write)
+        except Exception as exc:
+            failure = exc
+        except BaseException:  # cancelled: the client went away; keep what arrived
+            with anyio.CancelScope(shield=True):
+                await store._run(transfer.append.abort)
+            raise
+        with anyio.CancelScope(shield=True):
+            outcome: Outcome = await store._run(protocol.complete, transfer, failure)
+        return outcome
+
+    async def _tus_outcome(self, outcome: Outcome) -> Response:
+        headers = outcome.response.headers
+        if RELPATH_HEADER in headers:
+            headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
+        if outcome.completed is not None and self._tus_complete is not None:
+            await current_app.ensure_async(self._tus_complete)(outcome.completed)
+        return _tus_response(outcome.response)
+
+
+#: Bodies sent to the tus endpoint are bounded by each upload's length instead.
+_NO_BODY_LIMIT = 1 << 62
+
+
+def _tus_response(response: TusResponse) -> Response:
+    if response.body and request.method != "HEAD":
+        result = Response(response.body, response.status, response.headers)
+        result.headers["Content-Type"] = "text/plain; charset=utf-8"
+        return result
+    result = Response(_Bytes(b""), response.status, response.headers)
+    del result.headers["Content-Type"]
+    return result
 
 
 async def _serve_file(relpath: str) -> Response:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._address import HashAddress
+from ._engine import GCReport
 
 __all__ = [
     "ID_PATTERN",
@@ -42,6 +44,7 @@ __all__ = [
     "UploadNotFound",
     "UploadTooLarge",
     "check_append",
+    "collect_garbage",
     "new_upload_id",
     "partial_store",
 ]
@@ -280,14 +283,38 @@ def partial_store(engine: Any) -> PartialStore:
 
     An engine gives its own with a ``partial_uploads()`` method (the object
     store's does); a local folder keeps them in its temp folder.
+
+    Raises:
+        NotImplementedError: the engine's backend keeps no partial uploads.
     """
     own = getattr(engine, "partial_uploads", None)
     if own is not None:
         store: PartialStore = own()
         return store
+    if engine.layout.is_url:
+        raise NotImplementedError(
+            f"resumable uploads are not supported on {engine.layout.root} yet"
+        )
     from ._tus_local import LocalPartialStore
 
     return LocalPartialStore.of(engine)
+
+
+def collect_garbage(engine: Any, older_than: float | None) -> GCReport:
+    """Run ``engine.gc(older_than)`` after removing the store's expired partial uploads.
+
+    What ``gc()`` does on both stores: the removed uploads' ids go to the
+    report's ``partial_uploads``, their bytes to ``partial_bytes``; a
+    backend without partial uploads has none to remove.
+    """
+    try:
+        removed = partial_store(engine).collect(time.time())
+    except NotImplementedError:
+        removed = PartialReport()
+    report: GCReport = engine.gc(older_than)
+    report.partial_uploads.extend(removed.uploads)
+    report.partial_bytes += removed.bytes
+    return report
 
 
 def check_append(

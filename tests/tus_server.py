@@ -1,0 +1,112 @@
+"""A tus endpoint in a real server process, for the e2e tests and ``bench_tus.py``.
+
+``python tests/tus_server.py quart ROOT PORT`` serves the Quart app with
+Hypercorn; ``gunicorn 'tus_server:flask_from_env()'`` (``TUS_ROOT`` in the
+environment) the Flask app. Either way the endpoint is at ``/tus``, and the
+completion hook appends one JSON line per finished upload to
+``ROOT/../completed.jsonl`` so a test can see it ran, in whichever process.
+``POST /put`` stores the raw body with ``fs.put`` (the benchmark's anchor).
+``HASHFS_TUS_EXPIRY`` comes from ``TUS_EXPIRY`` when set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+def _config(root: str) -> dict[str, Any]:
+    expiry = os.environ.get("TUS_EXPIRY")
+    return {
+        "HASHFS_ROOT_FOLDER": root,
+        "HASHFS_TUS_PREFIX": "/tus",
+        "HASHFS_PATH_PREFIX": "/files",
+        "HASHFS_TUS_EXPIRY": float(expiry) if expiry else 3600,
+        "MAX_CONTENT_LENGTH": None,
+    }
+
+
+def _record(root: str, upload: Any) -> None:
+    line = json.dumps(
+        {
+            "id": upload.address.id,
+            "relpath": upload.address.relpath,
+            "is_duplicate": upload.address.is_duplicate,
+            "metadata": upload.metadata,
+            "upload_id": upload.upload_id,
+            "pid": os.getpid(),
+        }
+    )
+    with open(Path(root).parent / "completed.jsonl", "a") as log:
+        log.write(line + "\n")
+
+
+def quart_app(root: str) -> Any:
+    from quart import Quart, request
+
+    from async_hashfs import QuartHashFS
+
+    app = Quart(__name__)
+    app.config.update(_config(root))
+    fs = QuartHashFS(app)
+
+    @fs.on_upload_complete
+    def completed(upload: Any) -> None:  # a plain function: Quart runs it in a thread
+        _record(root, upload)
+
+    @app.post("/put")
+    async def put() -> Any:
+        address = await fs.put(request.body)
+        return {"id": address.id}
+
+    return app
+
+
+def flask_app(root: str) -> Any:
+    from flask import Flask, request
+
+    from flask_shim import FlaskHashFS
+
+    app = Flask(__name__)
+    app.config.update(_config(root))
+    fs = FlaskHashFS(app)
+
+    @fs.on_upload_complete
+    def completed(upload: Any) -> None:
+        _record(root, upload)
+
+    @app.post("/put")
+    def put() -> Any:
+        address = fs.put(request.stream)
+        return {"id": address.id}
+
+    return app
+
+
+def flask_from_env() -> Any:
+    return flask_app(os.environ["TUS_ROOT"])
+
+
+def main() -> None:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    _, framework, root, port = sys.argv
+    assert framework == "quart"
+    config = Config()
+    config.bind = [f"{HOST}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    asyncio.run(serve(quart_app(root), config))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    main()
