@@ -287,7 +287,9 @@ def test_racing_finishes_in_copy_mode_have_exactly_one_winner(
         barrier.wait()
         results.append(partials(fs).finish(upload_id))
 
-    threads = [threading.Thread(target=finish, args=pair) for pair in zip(servers, ids)]
+    threads = [
+        threading.Thread(target=finish, args=pair) for pair in zip(servers, ids, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -383,7 +385,8 @@ def test_plain_append_aborted_keeps_what_it_received(root: str, options: dict[st
 
 
 def test_bytes_past_the_length_or_max_size_are_refused(root: str, s3_server: Any) -> None:
-    fs = SyncHashFS(root, max_size=len(DATA), s3_options={**s3_server.options(), "part_size": PART})
+    options = {**s3_server.options(), "part_size": PART}
+    fs = SyncHashFS(root, max_size=len(DATA), s3_options=options)
     store = partials(fs)
     with pytest.raises(UploadTooLarge):
         store.create(len(DATA) + 1)
