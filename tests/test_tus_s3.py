@@ -8,10 +8,16 @@ minimum, to keep the bytes sent small.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
+import json
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +25,9 @@ import pytest
 pytest.importorskip("obstore")
 pytest.importorskip("botocore")
 
+import httpx
 import obstore
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from async_hashfs import SyncHashFS
 from async_hashfs._s3 import MIB, TUS_PREFIX
@@ -31,6 +39,18 @@ from async_hashfs._tus_store import (
     UploadNotFound,
     UploadTooLarge,
     partial_store,
+)
+
+from .test_tus import Tus, V, b64, flask_tus, metadata, quart_tus
+from .test_tus_e2e import (
+    STREAM,
+    TESTS,
+    Server,
+    _close_files,  # noqa: F401 - closes the files uploader() opened
+    _Gate,
+    final_headers,
+    random_file,
+    uploader,
 )
 
 PART = 5 * MIB
@@ -484,3 +504,188 @@ def test_stray_objects_without_a_record_go_after_an_hour(
     assert len(tus_objects(fs)) == 1 and len(tus_uploads(fs)) == 1  # young: maybe alive
     store.collect(time.time() + 7200)
     assert tus_objects(fs) == [] and tus_uploads(fs) == []
+
+
+# -- through the tus endpoint ------------------------------------------------------------
+
+
+def web_config(options: dict[str, Any], root: str, **s3: Any) -> dict[str, Any]:
+    """The app settings of a tus endpoint on the s3:// root (no size limit)."""
+    own = {k: v for k, v in options.items() if k not in ("endpoint", "region")}
+    own.pop("access_key_id")
+    own.pop("secret_access_key")
+    return {
+        "HASHFS_ROOT_FOLDER": root,
+        "HASHFS_MAX_SIZE": None,
+        "HASHFS_S3_ENDPOINT": options["endpoint"],
+        "HASHFS_S3_REGION": options["region"],
+        "HASHFS_S3_ACCESS_KEY_ID": options["access_key_id"],
+        "HASHFS_S3_SECRET_ACCESS_KEY": options["secret_access_key"],
+        "HASHFS_S3_OPTIONS": {**own, **s3},
+    }
+
+
+@pytest.fixture
+def portal() -> Iterator[BlockingPortal]:
+    with start_blocking_portal("asyncio") as portal:
+        yield portal
+
+
+@pytest.mark.parametrize("framework", ["quart", "flask"])
+def test_upload_through_the_endpoint_resumed_by_a_second_app(
+    root: str, options: dict[str, Any], portal: BlockingPortal, framework: str
+) -> None:
+    config = web_config(options, root)
+
+    def app() -> Tus:
+        if framework == "quart":
+            return quart_tus(portal, root, **config)  # type: ignore[arg-type]
+        return flask_tus(root, **config)  # type: ignore[arg-type]
+
+    first, second = app(), app()  # two app servers on one bucket
+    url = first.create(len(DATA), **{"Upload-Metadata": metadata(filename="big.bin")})
+    assert first.patch(url, 0, DATA[:MIB]).status == 204
+    chunk = DATA[MIB : 2 * MIB]
+    digest = base64.b64encode(hashlib.sha1(chunk).digest()).decode()
+    wrong = first.patch(url, MIB, chunk, **{"Upload-Checksum": "sha1 " + b64(b"x" * 20)})
+    assert wrong.status == 460  # not appended
+    assert first.offset(url) == MIB
+    reply = first.patch(url, MIB, chunk, **{"Upload-Checksum": "sha1 " + digest})
+    assert reply.status == 204 and reply.header("Upload-Offset") == str(2 * MIB)
+    # The rest through the second server, which saw none of it.
+    assert second.offset(url) == 2 * MIB
+    assert second.patch(url, 2 * MIB, DATA[2 * MIB : 8 * MIB]).status == 204
+    done = second.patch(url, 8 * MIB, DATA[8 * MIB :])
+    assert done.status == 204
+    assert done.header("HashFS-Id") == DATA_ID
+    assert done.header("HashFS-Duplicate") == "0"
+    assert (done.header("HashFS-Relpath") or "").endswith(".bin")
+    [upload] = second.completed
+    assert upload.address.id == DATA_ID and upload.metadata == {"filename": "big.bin"}
+    fs = server(root, options)
+    assert read_back(fs, DATA_ID) == DATA
+    assert tus_uploads(fs) == []
+    assert first.head(url).header("Upload-Offset") == str(len(DATA))
+    # Termination through either server removes the multipart upload and every object.
+    other = first.create(len(DATA))
+    assert first.patch(other, 0, DATA[: 6 * MIB]).status == 204
+    assert tus_uploads(fs) != []
+    assert second.request("DELETE", other, V).status == 204
+    assert tus_uploads(fs) == []
+    assert first.head(other).status in (404, 410)
+    assert not [k for k in tus_objects(fs) if other.rsplit("/", 1)[1] in k]
+
+
+def test_patch_while_another_server_holds_the_upload_is_423(
+    root: str, options: dict[str, Any]
+) -> None:
+    tus = flask_tus(root, **web_config(options, root))  # type: ignore[arg-type]
+    url = tus.create(len(DATA))
+    held = partials(server(root, options)).open_append(url.rsplit("/", 1)[1], 0)
+    reply = tus.patch(url, 0, DATA[:MIB])
+    assert reply.status in (409, 423)
+    held.write(DATA[:100])
+    held.commit()
+    assert tus.patch(url, 0, DATA[:MIB]).status == 409  # the offset moved on
+    assert tus.patch(url, 100, DATA[100:MIB]).status == 204
+
+
+# -- a server killed mid-PATCH, the upload resumed through another -----------------------
+
+
+class AppServer(Server):
+    """The tus app (Quart on Hypercorn) in its own process, on the s3:// root."""
+
+    def __init__(self, root: str, folder: Path, config: dict[str, Any]) -> None:
+        folder.mkdir(exist_ok=True)
+        super().__init__(
+            "hypercorn",
+            folder / "store",  # for the log and completion files beside it
+            TUS_CONFIG=json.dumps(config),
+            TUS_COMPLETED=str(folder / "completed.jsonl"),
+        )
+        self.s3_root = root
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            str(TESTS / "tus_server.py"),
+            "quart",
+            self.s3_root,
+            str(self.port),
+        ]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_server_killed_mid_patch_and_resumed_through_a_second_one(
+    root: str, options: dict[str, Any], tmp_path: Path
+) -> None:
+    config = web_config(options, root, tus_lock_seconds=2)
+    source = tmp_path / "resumed.bin"
+    digest = random_file(source, 14 * MIB, seed=7)
+    data = source.read_bytes()
+    fs = server(root, options)
+    first = AppServer(root, tmp_path, config)
+    second = AppServer(root, tmp_path, config)
+    try:
+        first.start()
+        upload = uploader(first, source, chunk_size=2 * MIB)
+        upload.upload(stop_at=6 * MIB)  # a part on the bucket, 1 MiB held as a tail
+        upload_id = upload.url.rsplit("/", 1)[1]
+        assert partials(fs).info(upload_id).offset == 6 * MIB
+        # A PATCH that fills the next part, then hangs: the server dies holding the lock.
+        gate = _Gate(data[6 * MIB : 11 * MIB], data[11 * MIB :])
+        headers = {**STREAM, "Upload-Offset": str(6 * MIB), "Content-Length": str(8 * MIB)}
+        client = httpx.Client(timeout=60)
+        thread = threading.Thread(target=_send, args=(client, upload.url, gate, headers))
+        thread.start()
+        assert gate.sent.wait(30)
+        deadline = time.monotonic() + 30
+        while len(parts_sent(fs, upload_id)) < 2:  # part 2 sent, not yet in the record
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        record = partials(fs)._read(upload_id)[0]
+        assert record["lock"] is not None and len(record["parts"]) == 1
+        first.kill()
+        gate.open.set()
+        thread.join(60)
+        client.close()
+        # Another app process, which never saw a byte, resumes from the URL's id.
+        second.start()
+        resumed = uploader(
+            second,
+            source,
+            chunk_size=2 * MIB,
+            url=f"{second.url}/tus/{upload_id}",
+            retries=20,
+            retry_delay=1,  # the dead server's lock lapses after 2 s
+        )
+        assert resumed.offset == 6 * MIB  # the killed PATCH counted for nothing
+        resumed.upload()
+        done = final_headers(resumed)
+        assert done["hashfs-id"] == digest and done["hashfs-duplicate"] == "0"
+        assert read_back(fs, digest) == data
+        [completed] = second.completed()
+        assert completed["id"] == digest and completed["upload_id"] == upload_id
+        assert tus_uploads(fs) == [] and tus_objects(fs) == [f"{TUS_PREFIX}{upload_id}/info"]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _send(client: httpx.Client, url: str, body: Any, headers: dict[str, str]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        client.patch(url, content=body, headers=headers)
+
+
+def parts_sent(fs: SyncHashFS, upload_id: str) -> list[int]:
+    """Part numbers on the upload's multipart upload (whether its record names them or not)."""
+    record = partials(fs)._read(upload_id)[0]
+    engine = fs._engine
+    listed = engine.client.list_parts(
+        Bucket=engine.bucket,
+        Key=engine._full(f"{TUS_PREFIX}{upload_id}/data"),
+        UploadId=record["upload"],
+    )
+    return sorted({part["PartNumber"] for part in listed.get("Parts", [])})
