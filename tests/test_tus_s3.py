@@ -28,6 +28,7 @@ pytest.importorskip("botocore")
 import httpx
 import obstore
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from obstore.exceptions import PreconditionError
 
 from async_hashfs import SyncHashFS
 from async_hashfs._s3 import MIB, TUS_PREFIX
@@ -689,3 +690,27 @@ def parts_sent(fs: SyncHashFS, upload_id: str) -> list[int]:
         UploadId=record["upload"],
     )
     return sorted({part["PartNumber"] for part in listed.get("Parts", [])})
+
+
+def test_record_writes_whose_answers_were_lost_still_count(
+    root: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conditional PUT that landed, its answer lost, is refused when retried: still ours."""
+    fs = server(root, options)
+    store = partials(fs)
+    info = store.create(len(DATA))
+    real = obstore.put
+
+    def put_then_refuse(target: Any, key: str, data: Any, **kwargs: Any) -> Any:
+        result = real(target, key, data, **kwargs)
+        if key.endswith("/info") and isinstance(kwargs.get("mode"), dict):
+            raise PreconditionError("412: the retry of a write that landed")
+        return result
+
+    monkeypatch.setattr(obstore, "put", put_then_refuse)
+    append(fs, info.id, 0, DATA[: 7 * MIB])  # lock, a part, a tail, commit
+    monkeypatch.setattr(obstore, "put", real)
+    assert store.info(info.id).offset == 7 * MIB
+    append(fs, info.id, 7 * MIB, DATA[7 * MIB :])
+    assert store.finish(info.id).id == DATA_ID
+    assert read_back(fs, DATA_ID) == DATA

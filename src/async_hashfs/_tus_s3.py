@@ -24,7 +24,8 @@ Every change of the record is a conditional PUT (``If-Match`` its ETag,
 wins, the other's write is refused. The lock is a field of the record, taken
 by such a write, with a lease (``tus_lock_seconds``) its holder renews while
 it works; a second request finds it held and gets :class:`UploadLocked`; the
-lock of a server that died lapses after the lease. A holder whose renewal is
+lock of a server that died lapses after the lease (by the clocks of the
+servers, which must agree to well within it). A holder whose renewal is
 refused (it stalled past its lease and another took over) stops before its
 next write; parts it sent meanwhile are not named by the record, and S3
 completes a multipart upload with the parts (and ETags) the record names.
@@ -208,15 +209,23 @@ class S3PartialStore:
     def _write(self, upload_id: str, record: dict[str, Any], etag: str | None) -> str:
         """Put the record if it is still at ``etag`` (``None``: if there is none); its new ETag.
 
+        Each write has its own ``rev``, so that the record's bytes (and ETag)
+        never repeat, and so that a write refused on a retry (the client's,
+        after a lost answer to a write that did land) is known for ours.
+
         Raises:
             _Refused: the record changed (or exists) meanwhile.
         """
-        record = dict(record, rev=secrets.token_hex(8))  # never the same bytes twice
-        data = json.dumps(record, separators=(",", ":")).encode()
+        rev = secrets.token_hex(8)
+        data = json.dumps(dict(record, rev=rev), separators=(",", ":")).encode()
         mode: Any = "create" if etag is None else {"e_tag": etag}
         try:
             result = obstore.put(self.engine.store, self.info_key(upload_id), data, mode=mode)
         except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError):
+            with contextlib.suppress(UploadNotFound):
+                found, found_etag = self._read(upload_id)
+                if found.get("rev") == rev:
+                    return found_etag
             raise _Refused from None
         return str(result["e_tag"])
 
@@ -690,9 +699,10 @@ class _S3Append:
 
     def send_tail(self) -> None:
         """Send the tail as the last part and write the record (for a finish)."""
+        old = list(self._pieces)
         self._send_part(0)
         self._held.save(self._record())
-        self._drop_stale_pieces()
+        self._drop_stale_pieces(old)
 
     # -- ending -----------------------------------------------------------------
 
