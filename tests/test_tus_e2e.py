@@ -271,7 +271,7 @@ def test_server_killed_at_random_points_and_resumed(
         # Resume as a client that lost everything but the upload URL does: HEAD, then PATCH.
         upload = uploader(server, source, chunk_size=4 << 20, url=upload.url)
         offsets.append(upload.offset)
-        assert upload.offset >= target - (4 << 20)
+        assert upload.offset >= target  # what arrived before the kill was kept
     upload.upload()
     assert offsets == sorted(offsets)
     check_stored(server, final_headers(upload), digest, source)

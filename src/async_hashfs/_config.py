@@ -11,7 +11,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from anyio import CapacityLimiter
 from hashfs import HashFS
@@ -34,8 +34,6 @@ __all__ = [
     "register",
     "url_for",
 ]
-
-_Hook = TypeVar("_Hook", bound=Callable[..., Any])
 
 #: Every key the extensions read, with its default.
 DEFAULTS: dict[str, Any] = {
@@ -537,7 +535,7 @@ class ExtensionBase:
     def _current_app(self) -> Any:
         raise NotImplementedError
 
-    def on_upload_complete(self, func: _Hook) -> _Hook:
+    def on_upload_complete(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Register ``func(upload)`` to run when a tus upload is stored (a decorator).
 
         ``upload`` is a :class:`~async_hashfs.CompletedUpload`: its
@@ -551,7 +549,7 @@ class ExtensionBase:
         self._tus_complete = func
         return func
 
-    def authorize_upload(self, func: _Hook) -> _Hook:
+    def authorize_upload(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Register ``func(action, upload_id)`` to allow tus requests (a decorator).
 
         ``action`` is ``"create"`` (``POST``), ``"resume"`` (``HEAD`` and

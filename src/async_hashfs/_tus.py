@@ -316,9 +316,9 @@ class CompletedUpload:
 
     #: The tus upload id (the last part of its upload URL).
     upload_id: str
-    #: Where the bytes are now: the store's address (``is_duplicate`` as a put reports it).
+    #: The stored file's address (``is_duplicate`` as a put of the same bytes reports it).
     address: HashAddress
-    #: The client's ``Upload-Metadata``, decoded (``filename``, ``filetype``...).
+    #: The client's ``Upload-Metadata``, decoded, such as ``filename`` and ``filetype``.
     metadata: dict[str, str]
 
     @property
