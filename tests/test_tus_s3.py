@@ -349,8 +349,9 @@ def test_lock_of_a_dead_server_lapses_and_its_late_bytes_never_count(
     second = server(root, options, tus_lock_seconds=1.0)
     info = partials(first).create(len(DATA))
     append(first, info.id, 0, DATA[:MIB])
-    stalled = partials(first).open_append(info.id, MIB)  # then the server hangs
+    stalled = partials(first).open_append(info.id, MIB)
     stalled.write(os.urandom(MIB))  # bytes the client will send again
+    stalled._held._stop.set()  # type: ignore[attr-defined]  # the process froze: no renewals
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -360,7 +361,7 @@ def test_lock_of_a_dead_server_lapses_and_its_late_bytes_never_count(
             assert time.monotonic() < deadline
             time.sleep(0.1)
     resumed.write(DATA[MIB : 6 * MIB])
-    # The stalled request wakes: its lease is gone, so nothing it does counts.
+    # The frozen request wakes: its lease is gone, so nothing it does counts.
     with pytest.raises(UploadLocked):
         stalled.write(os.urandom(5 * MIB))
     with pytest.raises((UploadLocked, OSError)):
@@ -370,6 +371,24 @@ def test_lock_of_a_dead_server_lapses_and_its_late_bytes_never_count(
     address = partials(first).finish(info.id)
     assert address.id == DATA_ID
     assert read_back(first, DATA_ID) == DATA
+
+
+def test_a_live_holder_keeps_its_lock_past_the_lease(root: str, options: dict[str, Any]) -> None:
+    first = server(root, options, tus_lock_seconds=1.0)
+    second = server(root, options, tus_lock_seconds=1.0)
+    info = partials(first).create(len(DATA))
+    patch = partials(first).open_append(info.id, 0)  # its client is slow: no bytes yet
+    leases = []
+    deadline = time.monotonic() + 30
+    while len(set(leases)) < 4:  # renewed three times: three leases gone by
+        leases.append(partials(first)._read(info.id)[0]["lock"]["until"])
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(UploadLocked):
+        partials(second).open_append(info.id, 0)
+    patch.write(DATA[:100])
+    assert patch.commit().offset == 100
+    assert partials(first)._read(info.id)[0]["lock"] is None
 
 
 # -- appends that end early -------------------------------------------------------------

@@ -466,8 +466,8 @@ class S3Engine:
     - ``copy_part_size``: the largest range of one ``UploadPartCopy``
       (default and most 5 GiB, least 5 MiB), for copies done in ranges;
     - ``tus_lock_seconds``: how long a resumable upload stays locked by a
-      request whose server stopped renewing the lock (died), 15 by default;
-      see :mod:`async_hashfs._tus_s3`.
+      request whose server stopped renewing the lock (died), 6 by default
+      (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`.
 
     An ``http://`` endpoint (option, ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT``)
     allows plain HTTP by itself.
@@ -511,7 +511,7 @@ class S3Engine:
         self.copy_part_size: int | None = None if copy_part is None else int(copy_part)
         if self.copy_part_size is not None and not MIN_PART <= self.copy_part_size <= COPY_LIMIT:
             raise ValueError("S3 copy_part_size must be within 5 MiB..5 GiB")
-        self.tus_lock_seconds = float(own.get("tus_lock_seconds", 15.0))
+        self.tus_lock_seconds = float(own.get("tus_lock_seconds", 6.0))
         if not 0 < self.tus_lock_seconds < 86400:
             raise ValueError("S3 tus_lock_seconds must be more than 0 and less than a day")
         self._profile: str | None = own.get("profile")

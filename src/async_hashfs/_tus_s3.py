@@ -22,12 +22,12 @@ root:
 Every change of the record is a conditional PUT (``If-Match`` its ETag,
 ``If-None-Match: *`` to create): of two servers changing one upload, one
 wins, the other's write is refused. The lock is a field of the record, taken
-by such a write, with a lease (``tus_lock_seconds``) its holder renews while
-it works; a second request finds it held and gets :class:`UploadLocked`; the
-lock of a server that died lapses after the lease (by the clocks of the
-servers, which must agree to well within it). A holder whose renewal is
-refused (it stalled past its lease and another took over) stops before its
-next write; parts it sent meanwhile are not named by the record, and S3
+by such a write, with a lease (``tus_lock_seconds``) that a thread of its
+holder renews every third of it; a second request finds it held and gets
+:class:`UploadLocked`; the lock of a server that died lapses after the lease
+(by the clocks of the servers, which must agree to well within it). A
+holder that lost its lock (it froze past its lease and another took over)
+stops before its next write; parts it sent meanwhile are not named by the record, and S3
 completes a multipart upload with the parts (and ETags) the record names.
 SeaweedFS 4.48 honours ``If-Match`` and ``If-None-Match`` on PutObject
 atomically (one winner of 8 racing writers, every round).
@@ -60,7 +60,6 @@ from ._address import HashAddress
 from ._engine import CHUNK_SIZE
 from ._s3 import (
     _PART_IN_MEMORY,
-    MIB,
     TEMP_GRACE,
     TUS_PREFIX,
     S3Engine,
@@ -90,8 +89,6 @@ _DATA = "data"
 _PART = ".part"
 #: A tail of more objects than this is gathered into one at the next commit.
 _MAX_PIECES = 16
-#: A finish holds the lock this long plus a second per this many bytes.
-_FINISH_RATE = 8 * MIB
 
 
 class _Refused(Exception):
@@ -104,7 +101,12 @@ def _offset(record: dict[str, Any]) -> int:
 
 
 class _Held:
-    """The lock of one upload, held by this request: its record and the record's ETag."""
+    """The lock of one upload, held by this process: its record and the record's ETag.
+
+    A thread renews the lease every third of it while the lock is held, so
+    a request that waits on its client or on a long copy keeps the upload,
+    and a process that dies (or freezes) loses it within one lease.
+    """
 
     def __init__(
         self,
@@ -119,7 +121,30 @@ class _Held:
         self.record = record
         self.etag = etag
         self.lease = lease
+        self.until = float(record["lock"]["until"])
         self.released = False
+        self.lost = False
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(
+            target=self._renew, name=f"hashfs-tus-lease-{upload_id[:8]}", daemon=True
+        )
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.save()
+            except UploadLocked:
+                self.lost = True
+                return
+            except Exception:
+                continue  # the server did not answer: try again, within the lease
+
+    def check(self) -> None:
+        """Raise :class:`UploadLocked` unless the lock is still ours (before any write)."""
+        if self.lost or self.released or time.time() >= self.until:
+            raise UploadLocked(self.id)
 
     def save(self, record: dict[str, Any] | None = None, release: bool = False) -> None:
         """Write ``record`` (else the held one) under the lock, renewing or releasing it.
@@ -127,26 +152,28 @@ class _Held:
         Raises:
             UploadLocked: the lock lapsed and another request took the upload.
         """
-        record = dict(self.record if record is None else record)
-        if release:
-            record["lock"] = None
-        else:
-            record["lock"] = dict(self.record["lock"], until=time.time() + self.lease)
-        try:
-            self.etag = self.store._write(self.id, record, self.etag)
-        except _Refused:
-            raise UploadLocked(self.id) from None
-        self.record = record
-        self.released = release
-
-    def renew_if_due(self) -> None:
-        """Renew the lease when less than two thirds of it is left."""
-        lock = self.record["lock"]
-        if lock is not None and lock["until"] - time.time() < self.lease * 2 / 3:
-            self.save()
+        with self._mutex:
+            if self.released:
+                raise UploadLocked(self.id)
+            record = dict(self.record if record is None else record)
+            until = time.time() + self.lease
+            if release:
+                record["lock"] = None
+                self._stop.set()
+            else:
+                record["lock"] = dict(self.record["lock"], until=until)
+            try:
+                self.etag = self.store._write(self.id, record, self.etag)
+            except _Refused:
+                self.lost = True
+                raise UploadLocked(self.id) from None
+            self.record = record
+            self.until = until
+            self.released = release
 
     def release(self) -> None:
         """Release the lock, leaving the record as it was; quiet if it was lost."""
+        self._stop.set()
         if not self.released:
             with contextlib.suppress(UploadLocked):
                 self.save(release=True)
@@ -419,8 +446,7 @@ class S3PartialStore:
         record, _ = self._read(self._checked(upload_id))
         is_duplicate = True
         if record.get("address") is None:
-            length = int(record.get("length") or 0)
-            held, etag = self._acquire(upload_id, self.lock_seconds + length / _FINISH_RATE)
+            held, etag = self._acquire(upload_id)
             try:
                 record, is_duplicate = self._finish(held, etag, extension)
             finally:
@@ -469,7 +495,7 @@ class S3PartialStore:
                     held.save(dict(record, completed=True))
                     record = held.record
                 if not id:
-                    id = engine.hash_file(source, checkpoint=held.renew_if_due)
+                    id = engine.hash_file(source, checkpoint=held.check)
                     relpath = engine.layout.relpath(id, extension)
                 is_duplicate = engine.commit_copy(source, _key(relpath), size)
             self._delete([source])
@@ -634,7 +660,7 @@ class _S3Append:
         if end > limit:
             raise UploadTooLarge(limit, "the largest upload of this part size")
         try:
-            self._held.renew_if_due()
+            self._held.check()
             if self._digest is not None:
                 self._digest.update(view)
             for start in range(0, view.nbytes, CHUNK_SIZE):
@@ -670,7 +696,7 @@ class _S3Append:
             )["UploadId"]
             self._created_multipart = True
         body = self._gathered(count)
-        self._held.renew_if_due()
+        self._held.check()
         answer = engine.client.upload_part(
             Bucket=engine.bucket,
             Key=engine._full(store.data_key(self._id)),
@@ -692,7 +718,7 @@ class _S3Append:
             data = bytes(self._buffer)
             self._buffer = bytearray()
         token = secrets.token_hex(8)
-        self._held.renew_if_due()
+        self._held.check()
         obstore.put(self._store.engine.store, self._store.piece_key(self._id, token), data)
         self._new_pieces.append(token)
         self._pieces.append([token, len(data)])
