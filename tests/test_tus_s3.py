@@ -71,6 +71,16 @@ def options(s3_server: Any) -> dict[str, Any]:
     return {**s3_server.options(), "part_size": PART}
 
 
+@pytest.fixture(autouse=True)
+def _locks_released() -> Iterator[None]:
+    """Every lock taken in a test is released by its end: no lease is renewed on."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.startswith("hashfs-tus-lease-"):
+            thread.join(10)
+            assert not thread.is_alive(), f"{thread.name} still renews a lock"
+
+
 def server(root: str, options: dict[str, Any], **extra: Any) -> SyncHashFS:
     """A store on the root, as one app server has it (its own clients and memory)."""
     return SyncHashFS(root, s3_options={**options, **extra})

@@ -171,6 +171,12 @@ class _Held:
             self.until = until
             self.released = release
 
+    def end(self) -> None:
+        """Stop renewing, writing nothing (the record is about to be removed)."""
+        self._stop.set()
+        with self._mutex:
+            self.released = True
+
     def release(self) -> None:
         """Release the lock, leaving the record as it was; quiet if it was lost."""
         self._stop.set()
@@ -536,6 +542,7 @@ class S3PartialStore:
         """Remove the upload, its multipart upload and its objects (see ``PartialStore``)."""
         held, _ = self._acquire(upload_id)
         try:
+            held.end()
             self._remove(upload_id, held.record)
         except BaseException:
             held.release()
@@ -576,6 +583,7 @@ class S3PartialStore:
             except (UploadNotFound, UploadLocked):
                 continue
             try:
+                held.end()
                 report.bytes += self._remove(upload_id, held.record)
             except BaseException:
                 held.release()
