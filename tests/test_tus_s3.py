@@ -81,6 +81,21 @@ def _locks_released() -> Iterator[None]:
             assert not thread.is_alive(), f"{thread.name} still renews a lock"
 
 
+@pytest.fixture
+def tail_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys of the tail objects read back from the bucket."""
+    keys: list[str] = []
+    real = obstore.get
+
+    def get(store: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.endswith(".part"):
+            keys.append(key)
+        return real(store, key, *args, **kwargs)
+
+    monkeypatch.setattr(obstore, "get", get)
+    return keys
+
+
 def server(root: str, options: dict[str, Any], **extra: Any) -> SyncHashFS:
     """A store on the root, as one app server has it (its own clients and memory)."""
     return SyncHashFS(root, s3_options={**options, **extra})
@@ -135,7 +150,9 @@ def read_back(fs: SyncHashFS, id: str) -> bytes:
 # -- a whole upload -----------------------------------------------------------------
 
 
-def test_upload_in_patches_lands_at_its_content_key(root: str, options: dict[str, Any]) -> None:
+def test_upload_in_patches_lands_at_its_content_key(
+    root: str, options: dict[str, Any], tail_reads: list[str]
+) -> None:
     fs = server(root, options)
     store = partials(fs)
     calls = Calls(fs)
@@ -151,8 +168,9 @@ def test_upload_in_patches_lands_at_its_content_key(root: str, options: dict[str
     assert address.id == DATA_ID and not address.is_duplicate
     assert address.relpath.endswith(".bin")
     assert read_back(fs, DATA_ID) == DATA
-    # The server kept the hash: no GET of the temp object, parts as bytes arrived.
+    # The server kept the hash (no GET of the temp object) and the tail it gathered.
     assert calls.count("UploadPart") == 3
+    assert tail_reads == []
     assert [p["IfNoneMatch"] for p in calls.params("CompleteMultipartUpload")[1:]] == ["*"]
     # Nothing left but the record, which says where the bytes went.
     assert tus_objects(fs) == [f"{TUS_PREFIX}{info.id}/info"]
@@ -187,7 +205,7 @@ def test_small_upload_is_one_conditional_put(root: str, options: dict[str, Any])
 
 
 def test_small_patches_are_held_until_a_part_is_full_and_any_server_resumes(
-    root: str, options: dict[str, Any]
+    root: str, options: dict[str, Any], tail_reads: list[str]
 ) -> None:
     first = server(root, options)
     calls = Calls(first)
@@ -209,6 +227,7 @@ def test_small_patches_are_held_until_a_part_is_full_and_any_server_resumes(
         store.open_append(info.id, offset - 1)
     append(second, info.id, offset, DATA[offset : offset + step])  # fills the first part
     offset += step
+    assert len(tail_reads) == 4  # read back from the bucket: the second never had them
     assert second_calls.count("UploadPart") == 1
     assert second_calls.params("UploadPart")[0]["PartNumber"] == 1
     # The gathered tail went; the 5 bytes past the part are the new one.

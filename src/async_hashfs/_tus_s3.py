@@ -50,6 +50,7 @@ import json
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,9 @@ _DATA = "data"
 _PART = ".part"
 #: A tail of more objects than this is gathered into one at the next commit.
 _MAX_PIECES = 16
+#: Bytes of tail objects a process keeps (the oldest go first), so that the
+#: part that gathers them needs no GET when the same server goes on.
+_TAILS_KEPT = 64 * 1024 * 1024
 
 
 class _Refused(Exception):
@@ -198,6 +202,9 @@ class S3PartialStore:
         self.lock_seconds = engine.tus_lock_seconds
         self._hashes: dict[str, tuple[Any, str]] = {}
         self._hashes_lock = threading.Lock()
+        self._tails: OrderedDict[str, bytes] = OrderedDict()
+        self._tails_size = 0
+        self._tails_lock = threading.Lock()
 
     # -- keys and records ------------------------------------------------------
 
@@ -321,11 +328,28 @@ class S3PartialStore:
 
     # -- objects -------------------------------------------------------------------
 
-    def _get(self, key: str) -> bytes:
+    def _put_tail(self, key: str, data: bytes) -> None:
+        """Put a tail object, and keep its bytes for the part that will gather it."""
+        obstore.put(self.engine.store, key, data)
+        with self._tails_lock:
+            self._tails[key] = data
+            self._tails_size += len(data)
+            while self._tails_size > _TAILS_KEPT:
+                self._tails_size -= len(self._tails.popitem(last=False)[1])
+
+    def _get_tail(self, key: str) -> bytes:
+        """A tail object's bytes: kept if this process put it (tails never change), else a GET."""
+        with self._tails_lock:
+            data = self._tails.pop(key, None)
+            if data is not None:
+                self._tails_size -= len(data)
+                return data
         return bytes(obstore.get(self.engine.store, key).bytes())
 
     def _delete(self, keys: Iterable[str]) -> None:
         for key in keys:
+            with self._tails_lock:
+                self._tails_size -= len(self._tails.pop(key, b""))
             with contextlib.suppress(FileNotFoundError, NotFoundError):
                 obstore.delete(self.engine.store, key)
 
@@ -477,7 +501,9 @@ class S3PartialStore:
         digest = self._kept_hash(upload_id, etag, size)
         if record["upload"] is None:
             # Never filled a part: at most one part's bytes, put as a small put is.
-            data = b"".join(self._get(self.piece_key(upload_id, t)) for t, _ in record["pieces"])
+            data = b"".join(
+                self._get_tail(self.piece_key(upload_id, t)) for t, _ in record["pieces"]
+            )
             if digest is None:
                 digest = hashlib.new(engine.layout.algorithm, data)
             id = digest.hexdigest()
@@ -688,7 +714,7 @@ class _S3Append:
     def _gathered(self, count: int) -> bytes:
         """The tail objects' bytes, then ``count`` bytes of the buffer; the tail is let go."""
         store = self._store
-        head = [store._get(store.piece_key(self._id, token)) for token, _ in self._pieces]
+        head = [store._get_tail(store.piece_key(self._id, token)) for token, _ in self._pieces]
         self._pieces = []
         head.append(bytes(self._buffer[:count]))
         del self._buffer[:count]
@@ -727,7 +753,7 @@ class _S3Append:
             self._buffer = bytearray()
         token = secrets.token_hex(8)
         self._held.check()
-        obstore.put(self._store.engine.store, self._store.piece_key(self._id, token), data)
+        self._store._put_tail(self._store.piece_key(self._id, token), data)
         self._new_pieces.append(token)
         self._pieces.append([token, len(data)])
 
