@@ -17,7 +17,8 @@ root:
   a part adds one such object (small PATCH bodies cost one PUT of their own
   bytes, not a rewrite of the tail); the first full part gathers them.
   Objects are never rewritten: a new one is written, the record switched to
-  it, the old one deleted.
+  it, the old one deleted. The process that put a tail keeps its bytes (up
+  to 64 MiB of tails in all), so it gathers them without a GET.
 
 Every change of the record is a conditional PUT (``If-Match`` its ETag,
 ``If-None-Match: *`` to create): of two servers changing one upload, one
