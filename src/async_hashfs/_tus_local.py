@@ -43,6 +43,7 @@ from ._engine import (
     CHUNK_SIZE,
     Engine,
     _fcntl,  # None on Windows: locks only between threads there
+    _write_all,
 )
 from ._folder import Folder, FolderPath
 from ._layout import TEMP_DIRNAME
@@ -76,6 +77,13 @@ _stores_lock = threading.Lock()
 #: Uploads held by a thread of this process (for platforms without flock).
 _held: set[tuple[str, str]] = set()
 _held_lock = threading.Lock()
+
+
+def _read_at(fd: int, view: memoryview, position: int) -> int:
+    """Read into ``view`` from byte ``position`` of ``fd``; return how many bytes came."""
+    os.lseek(fd, position, os.SEEK_SET)
+    with open(fd, "rb", buffering=0, closefd=False) as file:
+        return file.readinto(view) or 0
 
 
 class _Hash:
@@ -331,7 +339,7 @@ class LocalPartialStore:
         buffer = bytearray(CHUNK_SIZE)
         view = memoryview(buffer)
         while position < offset:
-            n = os.preadv(fd, [view[: min(CHUNK_SIZE, offset - position)]], position)
+            n = _read_at(fd, view[: min(CHUNK_SIZE, offset - position)], position)
             if n == 0:
                 raise OSError(errno.EIO, "partial upload shorter than its offset", upload_id)
             kept.digest.update(view[:n])
@@ -375,6 +383,7 @@ class LocalPartialStore:
                     record["length"] = length
                     self._write_record(folders.leaf, upload_id, record)
             digest = self._caught_up_hash(upload_id, fd, current)
+            os.lseek(fd, current, os.SEEK_SET)  # this append's own descriptor: writes follow
             if atomic:
                 record["pending"] = current
                 self._write_record(folders.leaf, upload_id, record)
@@ -517,12 +526,7 @@ class _LocalAppend:
         if max_size is not None and end > max_size:
             raise UploadTooLarge(max_size, "the store's max_size")
         try:
-            view = memoryview(data).cast("B")
-            position = self.start + self.written
-            while view:
-                n = os.pwrite(self._fd, view, position)
-                view = view[n:]
-                position += n
+            _write_all(self._fd, data)
         except BaseException:
             self._broken = True
             raise
