@@ -84,7 +84,7 @@ from ._tus_store import (
 if TYPE_CHECKING:
     from ._tus_store import PartialAppend, PartialStore
 
-__all__ = ["TUS_PREFIX", "S3PartialStore"]
+__all__ = ["S3PartialStore"]
 
 _INFO = "info"
 _DATA = "data"
