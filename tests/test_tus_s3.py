@@ -350,6 +350,34 @@ def test_racing_finishes_in_copy_mode_have_exactly_one_winner(
     assert servers[0].count() == 1 and tus_uploads(servers[0]) == []
 
 
+@pytest.mark.parametrize("cut", ["hash_file", "_forget_hash"])
+def test_finish_cut_short_is_done_again_by_another_server(
+    root: str, options: dict[str, Any], cut: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server dies once the temp object is complete, or once it is copied to its key."""
+    first = server(root, options)
+    store = partials(first)
+    info = store.create(len(DATA))
+    append(first, info.id, 0, DATA)
+    store._forget_hash(info.id)  # as after a restart: the temp object is hashed
+    target = first._engine if cut == "hash_file" else store
+    real = getattr(target, cut)
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # the process is gone here
+
+    monkeypatch.setattr(target, cut, dies)
+    with pytest.raises(KeyboardInterrupt):
+        store.finish(info.id)
+    second = server(root, options)
+    address = partials(second).finish(info.id)
+    assert address.id == DATA_ID and address.is_duplicate == (cut == "_forget_hash")
+    assert read_back(second, DATA_ID) == DATA
+    assert second.count() == 1
+    assert tus_uploads(second) == [] and tus_objects(second) == [f"{TUS_PREFIX}{info.id}/info"]
+
+
 # -- one request at a time, across servers ----------------------------------------------
 
 

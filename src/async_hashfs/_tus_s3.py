@@ -479,17 +479,25 @@ class S3PartialStore:
         if record.get("address") is None:
             held, etag = self._acquire(upload_id)
             try:
+                multipart = held.record["upload"]
                 record, is_duplicate = self._finish(held, etag, extension)
             finally:
                 held.release()
-            self._delete(str(meta["path"]) for meta in self._objects_of(upload_id))
+            # The record names the address now: what is left goes (else collect() does).
+            with contextlib.suppress(Exception):
+                self._abort_upload(multipart, upload_id)  # unless completed
+                self._delete(str(meta["path"]) for meta in self._objects_of(upload_id))
         address = self._info(upload_id, record).address
         assert address is not None
         return HashAddress(address.id, address.relpath, address.abspath, is_duplicate)
 
     def _finish(self, held: _Held, etag: str, extension: str) -> tuple[dict[str, Any], bool]:
         """Commit under the lock; return the finished record (written, lock released)
-        and whether the address held the bytes already."""
+        and whether the address held the bytes already.
+
+        Removes nothing: until the record names the address, a finish cut
+        short is done again from what is there.
+        """
         upload_id, record = held.id, held.record
         if record.get("address") is not None:
             return record, True
@@ -520,8 +528,7 @@ class S3PartialStore:
             id = "" if digest is None else digest.hexdigest()
             relpath = engine.layout.relpath(id, extension) if id else ""
             if relpath and engine._seen(_key(relpath), size):
-                is_duplicate = True
-                self._abort_upload(record["upload"], upload_id)
+                is_duplicate = True  # the parts are dropped with the multipart upload
             else:
                 if not record["completed"]:
                     self._complete(upload_id, record)
@@ -531,7 +538,6 @@ class S3PartialStore:
                     id = engine.hash_file(source, checkpoint=held.check)
                     relpath = engine.layout.relpath(id, extension)
                 is_duplicate = engine.commit_copy(source, _key(relpath), size)
-            self._delete([source])
         self._forget_hash(upload_id)
         finished = dict(
             record,
@@ -539,6 +545,7 @@ class S3PartialStore:
             upload=None,
             parts=[],
             pieces=[],
+            completed=False,
         )
         held.save(finished, release=True)
         return held.record, is_duplicate
