@@ -28,9 +28,11 @@ pytest.importorskip("botocore")
 import httpx
 import obstore
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from click.testing import CliRunner
 from obstore.exceptions import PreconditionError
 
 from async_hashfs import SyncHashFS
+from async_hashfs._cli import cli
 from async_hashfs._s3 import MIB, TUS_PREFIX
 from async_hashfs._tus_s3 import S3PartialStore
 from async_hashfs._tus_store import (
@@ -564,6 +566,36 @@ def test_expired_uploads_are_collected_and_gc_leaves_live_ones(
     assert {k.split("/")[-2] for k in tus_objects(fs)} == {live.id, busy.id}
     held.abort()
     assert store.collect(now + 1000).uploads == [busy.id]
+
+
+def test_cli_stats_and_gc_on_the_bucket(
+    root: str, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = server(root, options)
+    store = partials(fs)
+    expired = store.create(len(DATA), expires=time.time() - 1)
+    append(fs, expired.id, 0, DATA[: 6 * MIB])
+    live = store.create(len(DATA), expires=time.time() + 3600)
+    append(fs, live.id, 0, DATA[: 6 * MIB])
+    for name, value in [
+        ("AWS_ENDPOINT_URL", options["endpoint"]),
+        ("AWS_REGION", options["region"]),
+        ("AWS_ACCESS_KEY_ID", options["access_key_id"]),
+        ("AWS_SECRET_ACCESS_KEY", options["secret_access_key"]),
+    ]:
+        monkeypatch.setenv(name, value)
+    stats = CliRunner().invoke(cli, ["--root", root, "stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)["partial_uploads"] == {"count": 2, "bytes": 12 * MIB}
+    gc = CliRunner().invoke(cli, ["--root", root, "gc", "--older-than", "0", "--json"])
+    assert gc.exit_code == 0, gc.output
+    report = json.loads(gc.output)
+    assert report["partial_uploads"] == [expired.id]
+    assert report["partial_bytes"] == 6 * MIB
+    assert report["uploads"] == []  # gc(0) leaves the live upload's multipart upload
+    assert store.info(live.id).offset == 6 * MIB and len(tus_uploads(fs)) == 1
+    with pytest.raises(UploadNotFound):
+        store.info(expired.id)
 
 
 def test_stray_objects_without_a_record_go_after_an_hour(
