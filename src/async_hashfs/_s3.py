@@ -806,15 +806,14 @@ class S3Engine:
 
         def copy(number: int) -> dict[str, Any]:
             start = (number - 1) * part
-            # An empty source is copied as one empty range.
-            end = max(start, min(size, start + part) - 1)
+            end = min(size, start + part) - 1
             answer = client.upload_part_copy(
                 Bucket=self.bucket,
                 Key=full,
                 UploadId=upload_id,
                 PartNumber=number,
                 CopySource={"Bucket": self.bucket, "Key": self._full(source)},
-                **({"CopySourceRange": f"bytes={start}-{end}"} if size else {}),
+                CopySourceRange=f"bytes={start}-{end}",
             )
             return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
 
