@@ -401,6 +401,40 @@ def test_second_patch_from_another_server_is_refused_never_interleaved(
     assert read_back(first, DATA_ID) == DATA
 
 
+def test_racing_patches_from_eight_servers_lock_once(root: str, options: dict[str, Any]) -> None:
+    """The lock is a conditional PUT (If-Match): SeaweedFS lets exactly one of them land."""
+    servers = [server(root, options) for _ in range(8)]
+    info = partials(servers[0]).create(len(DATA))
+    for offset in range(3):
+        won, refused = race_to_lock(servers, info.id, offset)
+        assert len(won) == 1 and len(refused) == 7
+        won[0].write(b"x")
+        assert won[0].commit().offset == offset + 1
+
+
+def race_to_lock(
+    servers: list[SyncHashFS], upload_id: str, offset: int
+) -> tuple[list[Any], list[UploadLocked]]:
+    """Every server opens an append at once: the appends opened, and the refusals."""
+    barrier = threading.Barrier(len(servers))
+    won: list[Any] = []
+    refused: list[UploadLocked] = []
+
+    def patch(fs: SyncHashFS) -> None:
+        barrier.wait()
+        try:
+            won.append(partials(fs).open_append(upload_id, offset))
+        except UploadLocked as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=patch, args=(fs,)) for fs in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return won, refused
+
+
 def test_lock_of_a_dead_server_lapses_and_its_late_bytes_never_count(
     root: str, options: dict[str, Any]
 ) -> None:
