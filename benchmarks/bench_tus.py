@@ -4,15 +4,17 @@
 The server is ``tests/tus_server.py``: Quart under Hypercorn, or Flask under
 gunicorn (2 workers), in its own process group; this process is the client,
 ``tuspy``. Three measurements, each a ratio against an anchor in the same
-run, rounds interleaved (the contender that goes first alternates), medians:
+run, rounds interleaved (the contender that goes first rotates), medians:
 
 - ``throughput``: a file (384 MiB by default) uploaded through the tus
   endpoint with tuspy's default chunking (the whole file in one PATCH),
   against ``POST /put`` (``await fs.put(request.body)`` on Quart,
   ``fs.put(request.stream)`` on Flask) of the same bytes with the same HTTP
   library (``requests``, the file read into memory inside the timing, as
-  tuspy reads its chunk). The stored file
-  is deleted after each upload, outside the timing. Target >= 0.9x.
+  tuspy reads its chunk). The stored file is deleted after each upload,
+  outside the timing. Target >= 0.9x. An info line times the same tus
+  upload sent by hand with ``requests`` (POST, one PATCH), to tell the
+  server's share from tuspy's.
 - ``resume sent``: the server is SIGKILLed once half the file arrived,
   started again, and tuspy resumes from the URL; the bytes it reads from the
   file to send after the restart are counted. Target: exactly the bytes the
@@ -160,6 +162,21 @@ def time_tus(server: Server, source: Path) -> float:
         stream.close()
 
 
+def time_tus_raw(server: Server, source: Path) -> float:
+    """The same tus upload by hand with ``requests`` (POST, then one PATCH): no tuspy."""
+    started = time.perf_counter()
+    body = source.read_bytes()
+    created = requests.post(f"{server.url}/tus", headers={**V, "Upload-Length": str(len(body))})
+    reply = requests.patch(
+        server.url + created.headers["Location"],
+        data=body,
+        headers={**V, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    elapsed = time.perf_counter() - started
+    reply.raise_for_status()
+    return elapsed
+
+
 def time_put(server: Server, source: Path) -> float:
     started = time.perf_counter()
     # Read into memory inside the timing, as tuspy reads its chunk.
@@ -170,15 +187,15 @@ def time_put(server: Server, source: Path) -> float:
 
 
 def throughput(server: Server, source: Path, digest: str, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"tus": [], "put": []}
-    time_put(server, source)  # warm up both paths
-    time_tus(server, source)
-    delete_stored(server.root, digest)
+    contenders = {"tus": time_tus, "put": time_put, "raw": time_tus_raw}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for timed in contenders.values():  # warm up every path
+        timed(server, source)
+        delete_stored(server.root, digest)
+    names = list(contenders)
     for number in range(rounds):
-        order = ["tus", "put"] if number % 2 == 0 else ["put", "tus"]
-        for name in order:
-            elapsed = time_tus(server, source) if name == "tus" else time_put(server, source)
-            times[name].append(elapsed)
+        for name in names[number % 3 :] + names[: number % 3]:  # who goes first rotates
+            times[name].append(contenders[name](server, source))
             delete_stored(server.root, digest)
     return times
 
@@ -287,7 +304,14 @@ def run(kind: str, base: Path, size: int, rounds: int) -> None:
         f"ratio {ratio:.2f}x (target >= {THROUGHPUT_TARGET}x) "
         f"{'PASS' if ratio >= THROUGHPUT_TARGET else 'FAIL'}"
     )
-    print(f"  seconds: tus {_seconds(times['tus'])}  put {_seconds(times['put'])}")
+    raw = statistics.median(times["raw"])
+    print(
+        f"  info: tus by hand (requests: POST, one PATCH) {mib / raw:7.1f} MiB/s, {put / raw:.2f}x"
+    )
+    print(
+        f"  seconds: tus {_seconds(times['tus'])}  put {_seconds(times['put'])}  "
+        f"by hand {_seconds(times['raw'])}"
+    )
     remaining = result["size"] - result["offset"]
     print(
         f"resume      killed at {result['partial']} of {result['size']} bytes; HEAD said "

@@ -427,3 +427,39 @@ def test_expired_uploads_are_collected_by_gc(
     assert report.partial_bytes == 1 << 20
     assert httpx.head(upload.url, headers=V).status_code == 404
     assert not (server.root / ".hashfs-tmp").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_goes_away_keeps_what_it_sent(server: Server) -> None:
+    data = os.urandom(4 << 20)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        url = client.post("/tus", headers={**V, "Upload-Length": str(len(data))}).headers[
+            "Location"
+        ]
+        upload_id = url.rsplit("/", 1)[1]
+
+        def body() -> Iterator[bytes]:
+            yield data[: 1 << 20]
+            deadline = time.monotonic() + 30
+            while _partial_size(server.root, upload_id) < 1 << 20:  # the server has it all
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            raise ConnectionAbortedError("the client went away")
+
+        headers = {**STREAM, "Upload-Offset": "0", "Content-Length": str(len(data))}
+        with pytest.raises(ConnectionAbortedError):  # httpx closes the connection
+            client.patch(url, content=body(), headers=headers)
+    # The server notices, keeps the megabyte and lets go of the upload: a resume works.
+    deadline = time.monotonic() + 30
+    while True:
+        reply = httpx.patch(
+            f"{server.url}{url}",
+            content=data[1 << 20 :],
+            headers={**STREAM, "Upload-Offset": str(1 << 20)},
+        )
+        if reply.status_code != 423:
+            break
+        assert time.monotonic() < deadline, "the upload stayed locked"
+        time.sleep(0.05)
+    assert reply.status_code == 204, reply
+    assert reply.headers["HashFS-Id"] == hashlib.sha256(data).hexdigest()

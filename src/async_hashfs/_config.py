@@ -221,7 +221,7 @@ class Settings:
     s3_redirect: bool
     #: Where the tus endpoint is (``None``: no tus endpoint).
     tus_prefix: str | None = None
-    #: Seconds an unfinished tus upload is kept after its last bytes (``None``: no expiry).
+    #: Seconds an unfinished tus upload is kept after its last PATCH (``None``: no expiry).
     tus_expiry: float | None = 24 * 3600.0
 
     @classmethod

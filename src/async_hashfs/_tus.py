@@ -374,8 +374,9 @@ class TusProtocol:
     Args:
         partials: the store's partial uploads.
         max_size: the largest upload, in bytes (``Tus-Max-Size``), or ``None``.
-        expiry: seconds an unfinished upload is kept after its last bytes
-            arrived, or ``None`` to keep it until it is finished or terminated.
+        expiry: seconds an unfinished upload is kept after its creation or its
+            last completed PATCH, or ``None`` to keep it until it is finished or
+            terminated.
     """
 
     def __init__(self, partials: PartialStore, max_size: int | None, expiry: float | None) -> None:

@@ -1,0 +1,200 @@
+"""The PartialStore contract (``_tus_store``), on every backend that keeps partial uploads.
+
+A backend whose engine has no partial uploads yet (``partial_store`` raises
+``NotImplementedError``) is skipped; once it has, these tests run on it as
+they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+import pytest
+
+from async_hashfs import SyncHashFS
+from async_hashfs._tus_store import (
+    ID_PATTERN,
+    LengthConflict,
+    OffsetMismatch,
+    PartialStore,
+    UploadLocked,
+    UploadNotFound,
+    UploadTooLarge,
+    partial_store,
+)
+
+DATA = os.urandom(200_000)
+DATA_ID = hashlib.sha256(DATA).hexdigest()
+
+
+def partials_of(backend: dict[str, Any], **options: Any) -> PartialStore:
+    """The partial uploads of a new store object on ``backend`` (a process that just started)."""
+    try:
+        return partial_store(SyncHashFS(**backend, **options)._engine)
+    except NotImplementedError as exc:
+        pytest.skip(str(exc))
+
+
+def append(partials: PartialStore, upload_id: str, offset: int, data: bytes) -> int:
+    with partials.open_append(upload_id, offset) as appending:
+        appending.write(data)
+        return appending.commit().offset
+
+
+def test_create_and_info(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    expires = time.time() + 60
+    created = partials.create(len(DATA), "filename YS50eHQ=", expires)
+    assert ID_PATTERN.fullmatch(created.id)
+    assert (created.offset, created.length, created.address) == (0, len(DATA), None)
+    info = partials_of(backend).info(created.id)
+    assert (info.offset, info.length, info.metadata) == (0, len(DATA), "filename YS50eHQ=")
+    assert info.expires == pytest.approx(expires)
+    assert not info.complete
+    assert partials.create(None).length is None
+    assert len({partials.create(1).id for _ in range(10)}) == 10
+
+
+@pytest.mark.parametrize("upload_id", ["0" * 32, "../../etc", "A" * 32, "", "0" * 33])
+def test_unknown_or_malformed_ids(backend: dict[str, Any], upload_id: str) -> None:
+    partials = partials_of(backend)
+    for call in (
+        lambda: partials.info(upload_id),
+        lambda: partials.open_append(upload_id, 0),
+        lambda: partials.finish(upload_id),
+        lambda: partials.terminate(upload_id),
+    ):
+        with pytest.raises(UploadNotFound):
+            call()
+
+
+def test_append_resume_and_finish_in_another_process(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    assert append(partials, upload_id, 0, DATA[:70_000]) == 70_000
+    restarted = partials_of(backend)  # no hash kept: it re-hashes what is stored
+    assert restarted.info(upload_id).offset == 70_000
+    assert append(restarted, upload_id, 70_000, DATA[70_000:]) == len(DATA)
+    assert restarted.info(upload_id).complete
+    address = restarted.finish(upload_id, ".txt")
+    assert address.id == DATA_ID
+    assert address.relpath.endswith(".txt")
+    assert not address.is_duplicate
+    store = SyncHashFS(**backend)
+    with store.open(DATA_ID) as file:
+        assert file.read() == DATA
+    assert restarted.info(upload_id).address == address._replace(is_duplicate=True)
+    assert restarted.finish(upload_id, ".txt").is_duplicate
+    second = partials.create(len(DATA)).id
+    append(partials, second, 0, DATA)
+    assert partials.finish(second, ".txt").is_duplicate
+    assert store.count() == 1
+
+
+def test_one_append_at_a_time(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    with partials.open_append(upload_id, 0) as appending:
+        appending.write(DATA[:10])
+        for other in (partials, partials_of(backend)):
+            with pytest.raises(UploadLocked):
+                other.open_append(upload_id, 0)
+            with pytest.raises(UploadLocked):
+                other.terminate(upload_id)
+        appending.commit()
+    assert append(partials, upload_id, 10, DATA[10:20]) == 20
+
+
+def test_wrong_offset(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    append(partials, upload_id, 0, DATA[:10])
+    for offset in (0, 9, 11):
+        with pytest.raises(OffsetMismatch) as caught:
+            partials.open_append(upload_id, offset)
+        assert (caught.value.expected, caught.value.given) == (10, offset)
+    assert partials.info(upload_id).offset == 10
+
+
+def test_limits(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend, max_size=1000)
+    with pytest.raises(UploadTooLarge):
+        partials.create(1001)
+    upload_id = partials.create(100).id
+    with partials.open_append(upload_id, 0) as appending:
+        appending.write(DATA[:60])
+        with pytest.raises(UploadTooLarge):
+            appending.write(DATA[:41])
+        appending.commit()
+    assert partials.info(upload_id).offset == 60
+    deferred = partials.create(None).id
+    with pytest.raises(UploadTooLarge):
+        partials.open_append(deferred, 0, length=1001)
+    with partials.open_append(deferred, 0) as appending, pytest.raises(UploadTooLarge):
+        appending.write(DATA[:1001])
+
+
+def test_atomic_and_plain_aborts(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    with partials.open_append(upload_id, 0, atomic=True) as appending:
+        appending.write(DATA[:500])
+        assert partials.info(upload_id).offset == 0  # not counted until committed
+        assert appending.abort().offset == 0
+    assert partials.info(upload_id).offset == 0
+    with partials.open_append(upload_id, 0) as appending:
+        appending.write(DATA[:500])
+        assert appending.abort().offset == 500  # a plain append keeps what arrived
+    assert append(partials, upload_id, 500, DATA[500:]) == len(DATA)
+    assert partials.finish(upload_id).id == DATA_ID
+
+
+def test_deferred_length(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(None).id
+    append(partials, upload_id, 0, DATA[:100])
+    with pytest.raises(LengthConflict):
+        partials.open_append(upload_id, 100, length=99)
+    with partials.open_append(upload_id, 100, length=len(DATA)) as appending:
+        appending.write(DATA[100:200])
+        appending.commit()
+    assert partials.info(upload_id).length == len(DATA)
+    with pytest.raises(LengthConflict):
+        partials.open_append(upload_id, 200, length=len(DATA) + 1)
+    with pytest.raises(LengthConflict):
+        partials.finish(upload_id)
+    append(partials, upload_id, 200, DATA[200:])
+    assert partials.finish(upload_id).id == DATA_ID
+
+
+def test_terminate(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    append(partials, upload_id, 0, DATA[:100])
+    partials.terminate(upload_id)
+    with pytest.raises(UploadNotFound):
+        partials.info(upload_id)
+    with pytest.raises(UploadNotFound):
+        partials.terminate(upload_id)
+
+
+def test_collect_and_stats(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    now = time.time()
+    old = partials.create(len(DATA), expires=now - 1).id
+    append(partials, old, 0, DATA[:300])
+    kept = partials.create(len(DATA), expires=now + 3600).id
+    append(partials, kept, 0, DATA[:200])
+    never = partials.create(len(DATA)).id
+    stats = partials.stats()
+    assert sorted(stats.uploads) == sorted([old, kept, never])
+    assert stats.bytes == 500
+    report = partials.collect(now)
+    assert report.uploads == [old]
+    assert report.bytes == 300
+    assert sorted(partials.stats().uploads) == sorted([kept, never])
+    with pytest.raises(UploadNotFound):
+        partials.info(old)
