@@ -6,7 +6,9 @@ environment) the Flask app. Either way the endpoint is at ``/tus``, and the
 completion hook appends one JSON line per finished upload to
 ``ROOT/../completed.jsonl`` so a test can see it ran, in whichever process.
 ``POST /put`` stores the raw body with ``fs.put`` (the benchmark's anchor).
-``HASHFS_TUS_EXPIRY`` comes from ``TUS_EXPIRY`` when set.
+``HASHFS_TUS_EXPIRY`` comes from ``TUS_EXPIRY`` when set. For an ``s3://``
+root, ``TUS_CONFIG`` holds more settings as JSON (``HASHFS_S3_ENDPOINT``...)
+and ``TUS_COMPLETED`` the path of the completion log.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def _config(root: str) -> dict[str, Any]:
         "HASHFS_PATH_PREFIX": "/files",
         "HASHFS_TUS_EXPIRY": float(expiry) if expiry else 3600,
         "MAX_CONTENT_LENGTH": None,
+        **json.loads(os.environ.get("TUS_CONFIG") or "{}"),
     }
 
 
@@ -42,7 +45,8 @@ def _record(root: str, upload: Any) -> None:
             "pid": os.getpid(),
         }
     )
-    with open(Path(root).parent / "completed.jsonl", "a") as log:
+    path = os.environ.get("TUS_COMPLETED") or Path(root).parent / "completed.jsonl"
+    with open(path, "a") as log:
         log.write(line + "\n")
 
 

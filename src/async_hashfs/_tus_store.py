@@ -43,6 +43,7 @@ __all__ = [
     "UploadLocked",
     "UploadNotFound",
     "UploadTooLarge",
+    "check_append",
     "collect_garbage",
     "new_upload_id",
     "partial_store",
@@ -314,3 +315,26 @@ def collect_garbage(engine: Any, older_than: float | None) -> GCReport:
     report.partial_uploads.extend(removed.uploads)
     report.partial_bytes += removed.bytes
     return report
+
+
+def check_append(
+    upload_id: str, current: int, known: int | None, offset: int, length: int | None
+) -> bool:
+    """Check an append at ``offset`` to an upload at ``current`` of length ``known``.
+
+    ``length`` is the length the append declares (``None``: none). Returns
+    whether it declares one the upload did not have, to be recorded.
+
+    Raises:
+        OffsetMismatch: ``offset`` is not ``current``.
+        LengthConflict: ``length`` differs from ``known``, or is below ``current``.
+    """
+    if offset != current:
+        raise OffsetMismatch(upload_id, current, offset)
+    if length is None:
+        return False
+    if known is not None and known != length:
+        raise LengthConflict(f"upload {upload_id!r} has a length of {known}, not {length}")
+    if length < current:
+        raise LengthConflict(f"a length of {length} is below the upload's offset of {current}")
+    return known is None
