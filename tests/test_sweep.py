@@ -280,6 +280,27 @@ def test_a_put_after_the_move_stores_its_bytes_again(
     assert temp_files(sync_fs.root) == []
 
 
+def test_the_temp_folder_removed_midway_is_made_again(
+    sync_fs: SyncHashFS, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that empties the temp area removes it, while a sweep moves files through it."""
+    addresses = put_many(sync_fs, 3)
+    age(sync_fs, *addresses)
+    real_rename = _engine._folder.rename
+    renames: list[str] = []
+
+    def writer_removes_the_temp_folder(source: Any, name: str, target: Any, new: str) -> None:
+        renames.append(name)
+        if len(renames) == 2:
+            os.rmdir(root / ".hashfs-tmp")  # empty between two of the sweep's files
+        real_rename(source, name, target, new)
+
+    monkeypatch.setattr(_engine._folder, "rename", writer_removes_the_temp_folder)
+    report = sync_fs.sweep([], older_than=60)
+    assert report.removed == 3 and len(renames) == 4  # the second file was tried twice
+    assert stored_files(root) == [] and temp_files(root) == []
+
+
 def test_concurrent_duplicate_puts_never_lose_their_file(sync_fs: SyncHashFS) -> None:
     """Sweeps and duplicate puts of old files in two threads: every put's file survives."""
     data = [f"shared {n}".encode() for n in range(40)]

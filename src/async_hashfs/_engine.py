@@ -1497,16 +1497,43 @@ class _LocalSweep:
             return False, False
         removed_any = False
         report = self.report
-        if files:
-            if prefix is None or depth != self.depth:
-                report.skipped += len(files)
-                empty = False
-            else:
-                for entry in files:
-                    if self.file(folder, names, prefix, entry):
-                        removed_any = True
-                    else:
-                        empty = False
+        if files and (prefix is None or depth != self.depth):
+            report.skipped += len(files)
+            empty = False
+        elif files and prefix is not None:
+            keep, cutoff, head_length = self.keep, self.cutoff, self.head_length
+            kept = skipped = young = 0
+            for entry in files:
+                head, dot, extension = entry.name.partition(".")
+                if (
+                    len(head) != head_length
+                    or not _HEX.issuperset(head)
+                    or (
+                        dot
+                        and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension))
+                    )
+                ):
+                    skipped += 1
+                    empty = False
+                    continue
+                id = prefix + head
+                if id in keep:
+                    kept += 1
+                    empty = False
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    removed_any = True  # removed by someone else
+                    continue
+                if info.st_mtime >= cutoff or not self.remove(folder, names, entry.name, id, info):
+                    young += 1
+                    empty = False
+                    continue
+                removed_any = True
+            report.kept += kept
+            report.skipped += skipped
+            report.young += young
         for name in subfolders:
             if depth == 0 and name == TEMP_DIRNAME:
                 empty = False
@@ -1542,35 +1569,20 @@ class _LocalSweep:
             report.folders += 1
         return empty, removed_any
 
-    def file(self, folder: Folder, names: list[str], prefix: str, entry: os.DirEntry[str]) -> bool:
-        """Decide on one file; return whether it is gone (or, dry, would be)."""
+    def remove(
+        self, folder: Folder, names: list[str], name: str, id: str, info: os.stat_result
+    ) -> bool:
+        """Remove the old, unkept file ``name`` (stat'ed as ``info``) unless a put refreshed it.
+
+        Returns whether it is gone (or, dry, would be); ``False`` when a put
+        made it new meanwhile.
+        """
         report = self.report
-        name = entry.name
-        head, dot, extension = name.partition(".")
-        if (
-            len(head) != self.head_length
-            or not _HEX.issuperset(head)
-            or (dot and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension)))
-        ):
-            report.skipped += 1
-            return False
-        id = prefix + head
-        if id in self.keep:
-            report.kept += 1
-            return False
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            return True  # removed by someone else
-        if info.st_mtime >= self.cutoff:
-            report.young += 1
-            return False
         if not report.dry_run:
             taken = self._take(folder, name, names)
             if taken is None:
                 return True  # removed by someone else
             if not taken:
-                report.young += 1
                 return False
         report.removed += 1
         report.removed_bytes += info.st_size
