@@ -32,7 +32,7 @@ from async_hashfs import CompletedUpload, SyncHashFS
 from async_hashfs import _tus_local as tus_local
 from async_hashfs._cli import cli
 from async_hashfs._tus_local import LocalPartialStore
-from async_hashfs._tus_store import partial_store
+from async_hashfs._tus_store import UploadLocked, partial_store
 from flask_shim import FlaskHashFS
 
 from ._platform_mask import MASK_VARIABLE
@@ -73,6 +73,8 @@ class Tus:
     app: Any = None
     completed: list[CompletedUpload] = field(default_factory=list)
     allow: dict[str, Any] = field(default_factory=dict)
+    #: The completion hook raises this many times before it succeeds.
+    hook_failures: int = 0
 
     def request(
         self, method: str, url: str, headers: dict[str, str] | None = None, data: bytes = b""
@@ -123,6 +125,9 @@ def _config(root: Path, **config: Any) -> dict[str, Any]:
 def _hooks(fs: Any, tus: Tus) -> None:
     @fs.on_upload_complete
     def completed(upload: CompletedUpload) -> None:
+        if tus.hook_failures:
+            tus.hook_failures -= 1
+            raise RuntimeError("the app's database is down")
         tus.completed.append(upload)
 
     @fs.authorize_upload
@@ -607,7 +612,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from async_hashfs import SyncHashFS
-    from async_hashfs._tus_store import partial_store
+    from async_hashfs._tus_store import UploadLocked, partial_store
     root, upload_id, offset, atomic = sys.argv[1:]
     offset, atomic = int(offset), atomic == "1"
     append = partial_store(SyncHashFS(root)._engine).open_append(upload_id, offset, atomic=atomic)
@@ -697,6 +702,135 @@ def test_resume_after_a_restart_rehashes_the_partial_once(
     assert sum(reads) == 123_456  # re-hashed once, not again
     assert reply.header("HashFS-Id") == DATA_ID
     assert (restarted.root / (reply.header("HashFS-Relpath") or "")).read_bytes() == DATA
+
+
+def _complete_but_unstored(tus: Tus, data: bytes = DATA, name: str = "a.txt") -> str:
+    """An upload whose server died between its last byte and storing it: its URL."""
+    url = tus.create(len(data), **{"Upload-Metadata": metadata(filename=name)})
+    upload_id = url.rsplit("/", 1)[1]
+    with tus.partials.open_append(upload_id, 0) as append:
+        append.write(data)
+        assert append.commit().address is None  # committed, not stored (no extension)
+    return url
+
+
+def test_head_stores_a_complete_upload_left_unstored_and_runs_the_hook_once(tus: Tus) -> None:
+    url = _complete_but_unstored(tus)
+    reply = tus.head(url)
+    assert reply.status == 200
+    assert reply.header("Upload-Offset") == str(len(DATA))
+    assert reply.header("HashFS-Id") == DATA_ID
+    assert (reply.header("HashFS-Relpath") or "").endswith(".txt")
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert [(c.address.id, c.filename) for c in tus.completed] == [(DATA_ID, "a.txt")]
+    assert tus.head(url).header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1  # not again
+
+
+def test_patch_at_the_end_stores_a_complete_upload_left_unstored(tus: Tus) -> None:
+    url = _complete_but_unstored(tus)
+    assert tus.patch(url, 0, b"").status == 409
+    reply = tus.patch(url, len(DATA), b"")
+    assert reply.status == 204
+    assert reply.header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1
+    assert tus.patch(url, len(DATA), b"").header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1
+
+
+def test_gc_stores_a_complete_upload_left_unstored_even_past_its_expiry(
+    make_tus: Callable[..., Tus],
+) -> None:
+    tus = make_tus(HASHFS_TUS_EXPIRY=1)
+    url = _complete_but_unstored(tus)
+    upload_id = url.rsplit("/", 1)[1]
+    record = tus.root / ".hashfs-tmp" / "tus" / (upload_id + ".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "expires": time.time() - 5}))
+    report = SyncHashFS(tus.root).gc()
+    assert report.partial_uploads == []
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert stored_files(tus.root)[0].endswith(".txt")
+    # The hook had not run: the client's next request runs it.
+    assert tus.completed == []
+    assert tus.head(url).status == 410  # the finished record is past its expiry
+
+
+def _block_the_shard(root: Path, id: str) -> Path:
+    blocker = root / id[0]
+    blocker.write_bytes(b"")  # a file where the first shard folder goes
+    return blocker
+
+
+def test_a_failure_while_storing_is_500_with_tus_headers_and_a_retry_stores_it(
+    tus: Tus,
+) -> None:
+    url = tus.create(len(DATA))
+    blocker = _block_the_shard(tus.root, DATA_ID)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"bytes are kept" in reply.body
+    assert tus.completed == []
+    head = tus.head(url)  # still blocked: HEAD tries again, and says it failed
+    assert (head.status, head.header("Tus-Resumable")) == (500, "1.0.0")
+    blocker.unlink()
+    reply = tus.patch(url, len(DATA), b"")
+    assert (reply.status, reply.header("HashFS-Id")) == (204, DATA_ID)
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert [c.address.id for c in tus.completed] == [DATA_ID]
+
+
+def test_a_full_disk_while_storing_is_507_and_the_bytes_stay(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+    engine = tus.partials.engine
+    real = type(engine).commit_hashed
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(engine), "commit_hashed", full)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 507
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"bytes kept" in reply.body and b"nothing was appended" not in reply.body
+    monkeypatch.setattr(type(engine), "commit_hashed", real)
+    head = tus.head(url)
+    assert (head.header("Upload-Offset"), head.header("HashFS-Id")) == (str(len(DATA)), DATA_ID)
+    assert len(tus.completed) == 1
+
+
+def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: Tus) -> None:
+    tus.hook_failures = 2
+    url = tus.create(len(DATA))
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"completion hook failed" in reply.body and DATA_ID.encode() in reply.body
+    assert SyncHashFS(tus.root).verify(DATA_ID)  # the file is stored all the same
+    assert tus.patch(url, len(DATA), b"").status == 500  # the hook ran again, and failed again
+    reply = tus.head(url)
+    assert (reply.status, reply.header("HashFS-Id")) == (200, DATA_ID)
+    assert [c.address.id for c in tus.completed] == [DATA_ID]
+    assert tus.head(url).status == 200
+    assert tus.patch(url, len(DATA), b"").status == 204
+    assert len(tus.completed) == 1  # at least once, and once it succeeded no more
+
+
+def test_an_upload_taken_over_mid_patch_is_423_not_500(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+
+    def lost(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.abort()
+        raise UploadLocked(self._id)
+
+    monkeypatch.setattr(tus_local._LocalAppend, "commit", lost)
+    reply = tus.patch(url, 0, DATA[:10])
+    assert reply.status == 423
+    assert reply.header("Tus-Resumable") == "1.0.0"
 
 
 def test_authorize_hook(tus: Tus) -> None:
