@@ -133,6 +133,8 @@ def _hooks(fs: Any, tus: Tus) -> None:
     @fs.authorize_upload
     def authorize(action: str, upload_id: str | None) -> Any:
         answer = tus.allow.get(action, True)
+        if isinstance(answer, Exception):
+            raise answer
         if answer == 401:
             abort(401)
         return answer
@@ -591,6 +593,98 @@ def test_method_override(tus: Tus) -> None:
     other = tus.create(10)
     assert tus.request("POST", other, {**V, "X-HTTP-Method-Override": "DELETE"}).status == 204
     assert tus.head(other).status == 404
+
+
+def test_method_override_only_on_post(tus: Tus) -> None:
+    url = tus.create(10)
+    # A HEAD or OPTIONS that terminates or appends would slip past guards on request.method.
+    reply = tus.request("HEAD", url, {**V, "X-HTTP-Method-Override": "DELETE"})
+    assert reply.status == 200
+    assert tus.offset(url) == 0
+    reply = tus.request(
+        "OPTIONS", url, {**STREAM, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    )
+    assert (reply.status, reply.header("Tus-Version")) == (204, "1.0.0")
+    assert tus.offset(url) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("POST", "/tus", [("Upload-Length", "5"), ("Upload-Length", "6")]),
+        ("POST", "/tus", [("Upload-Length", "5"), ("Upload-Length", "5")]),
+        (
+            "POST",
+            "/tus",
+            [("Upload-Length", "5"), ("Upload-Metadata", "a YQ=="), ("Upload-Metadata", "b Yg==")],
+        ),
+        ("POST", "/tus", [("Upload-Length", "5"), ("Tus-Resumable", "1.0.0")]),
+        ("PATCH", "upload", [("Upload-Offset", "0"), ("Upload-Offset", "2")]),
+    ],
+)
+def test_a_header_given_twice_is_400_naming_it(
+    tus: Tus, method: str, target: str, headers: list[tuple[str, str]]
+) -> None:
+    if tus.framework == "flask" and headers[-1][0] == "Upload-Metadata":
+        pytest.skip("WSGI joins repeated headers with commas: two metadata lists read as one")
+    url = tus.create(10)
+    base = [("Tus-Resumable", "1.0.0")]
+    if method == "PATCH":
+        base.append(("Content-Type", "application/offset+octet-stream"))
+    sent: Any = base + headers
+    reply = tus.send(method, url if target == "upload" else target, sent, b"")
+    assert reply.status == 400, reply
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    named = next(n for n, _ in headers if sum(h == n for h, _ in base + headers) > 1)
+    assert named.encode() in reply.body
+    assert tus.offset(url) == 0
+
+
+def test_a_refused_patch_declares_no_length(tus: Tus) -> None:
+    url = tus.create(**{"Upload-Defer-Length": "1"})
+    wrong = {"Upload-Checksum": "sha1 " + b64(hashlib.sha1(b"other").digest())}
+    reply = tus.patch(url, 0, DATA[:8], **{"Upload-Length": "8"}, **wrong)
+    assert reply.status == 460
+    head = tus.head(url)
+    assert (head.header("Upload-Defer-Length"), head.header("Upload-Length")) == ("1", None)
+    reply = tus.patch(url, 0, DATA[:9], **{"Upload-Length": "9"})
+    assert reply.status == 204
+    assert reply.header("HashFS-Id") == hashlib.sha256(DATA[:9]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/tus"),
+        ("PUT", "/tus"),
+        ("GET", "upload"),
+        ("HEAD", "upload/"),
+        ("PATCH", "upload/more"),
+        ("DELETE", "/tus/../tus"),
+    ],
+)
+def test_every_answer_under_the_prefix_has_tus_resumable(
+    tus: Tus, method: str, target: str
+) -> None:
+    url = tus.create(10)
+    target = target.replace("upload", url)
+    reply = tus.request(method, target, {**STREAM, "Upload-Offset": "0"})
+    assert reply.status in (404, 405), reply
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert tus.offset(url) == 0
+
+
+def test_an_authorize_hook_that_raises_is_500_with_tus_resumable(tus: Tus) -> None:
+    url = tus.create(10)
+    tus.allow["resume"] = RuntimeError("the session store is down")
+    reply = tus.head(url)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    reply = tus.patch(url, 0, b"12345")
+    assert (reply.status, reply.header("Tus-Resumable")) == (500, "1.0.0")
+    assert b"RuntimeError" in reply.body
+    tus.allow.clear()
+    assert tus.offset(url) == 0
 
 
 # -- locks, restarts, hooks --------------------------------------------------------------

@@ -256,3 +256,17 @@ def test_finish_marks_the_hook_pending_until_hook_done(backend: dict[str, Any]) 
     partials.finish(upload_id)  # again: the address it got, nothing pending anew
     assert not partials.info(upload_id).hook_pending
     partials.hook_done("0" * 32)  # gone or never there: nothing happens
+
+
+def test_a_length_declared_by_an_append_counts_only_with_it(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(None).id
+    with partials.open_append(upload_id, 0, length=len(DATA), atomic=True) as appending:
+        appending.write(DATA[:100])
+        appending.abort()  # refused (a checksum mismatch): it declared nothing
+    assert partials_of(backend).info(upload_id).length is None
+    with partials.open_append(upload_id, 0, length=100) as appending:
+        appending.write(DATA[:50])
+        appending.abort()  # a plain append cut short keeps its bytes, and the length
+    info = partials_of(backend).info(upload_id)
+    assert (info.offset, info.length) == (50, 100)

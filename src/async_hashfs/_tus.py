@@ -233,7 +233,8 @@ def parse(
     """Check a tus request's method and headers; no I/O.
 
     ``upload_id`` is ``None`` on the creation URL, ``base``. ``headers(name)``
-    returns a header or ``None``. ``X-HTTP-Method-Override`` replaces ``method``.
+    returns a header or ``None``. ``X-HTTP-Method-Override`` replaces ``method``
+    ``POST`` (and no other).
 
     Raises:
         TusError: 412 for a missing or unsupported ``Tus-Resumable``
@@ -242,7 +243,9 @@ def parse(
             404 for an upload id that cannot exist.
     """
     override = headers("X-HTTP-Method-Override")
-    if override is not None:
+    if override is not None and method == "POST":
+        # Only on POST: a HEAD or OPTIONS that appends or terminates would slip past
+        # guards keyed on the request's method.
         method = override.strip().upper()
     if method not in _METHODS:
         raise TusError(405, f"{method} is not a tus method", {"Allow": _allow(upload_id)})
@@ -702,6 +705,21 @@ class TusProtocol:
         return Outcome(self.respond(status, headers), CompletedUpload(info.id, address, metadata))
 
 
+#: Headers a tus request gives once at most.
+_SINGLE_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
+    "Content-Type",
+)
+
+#: ...and those whose value never has a comma.
+_NO_COMMA = frozenset(_SINGLE_HEADERS) - {"Upload-Metadata", "Content-Type"}
+
 #: What each method does to an upload, as the app's authorize hook is told.
 ACTIONS = {"POST": "create", "HEAD": "resume", "PATCH": "resume", "DELETE": "terminate"}
 
@@ -713,6 +731,11 @@ def call_from_request(request: Any, upload_id: str | None, prefix: str) -> TusCa
         TusError: see :func:`parse`.
     """
     headers = request.headers
+    for name in _SINGLE_HEADERS:
+        values = headers.getlist(name)
+        # A WSGI server joins a repeated header with commas, which none of these has.
+        if len(values) > 1 or (values and name in _NO_COMMA and "," in values[0]):
+            raise _bad(name, "given more than once")
     chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
     return parse(
         request.method,

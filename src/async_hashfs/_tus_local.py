@@ -383,8 +383,9 @@ class LocalPartialStore:
                     )
                 self._check_length(length)
                 if known is None:
+                    # Recorded by the commit (or a plain abort): a refused append declares nothing.
                     record["length"] = length
-                    self._write_record(folders.leaf, upload_id, record)
+                    record["declared"] = True
             digest = self._caught_up_hash(upload_id, fd, current)
             os.lseek(fd, current, os.SEEK_SET)  # this append's own descriptor: writes follow
             if atomic:
@@ -544,6 +545,8 @@ class _LocalAppend:
         self._atomic = record.get("pending") is not None
         self._digest = digest
         self._length: int | None = record.get("length")
+        #: Whether this append declared the length (recorded when it counts).
+        self._declared = bool(record.pop("declared", False))
         self.start = start
         self.written = 0
         self._broken = False
@@ -589,7 +592,7 @@ class _LocalAppend:
             if store.engine.fsync:
                 os.fsync(self._fd)
             record = self._record
-            if self._atomic or expires is not None:
+            if self._atomic or expires is not None or self._declared:
                 record["pending"] = None
                 if expires is not None:
                     record["expires"] = expires
@@ -612,6 +615,8 @@ class _LocalAppend:
             return store.info(self._id)
         try:
             record = self._record
+            if self._declared and (self._atomic or self._broken):
+                record["length"] = None  # a length declared by a refused append
             if self._atomic:
                 os.ftruncate(self._fd, self.start)
                 record["pending"] = None
@@ -619,6 +624,8 @@ class _LocalAppend:
                 offset = self.start
             else:
                 offset = os.fstat(self._fd).st_size
+                if self._declared and not self._broken:
+                    store._write_record(self._folder, self._id, record)  # with its bytes
                 if not self._broken:
                     store._keep_hash(self._id, self._digest, offset)
             return store._info(self._id, record, offset)

@@ -462,11 +462,12 @@ class S3PartialStore:
             if record.get("address") is not None:
                 raise UploadNotFound(upload_id)  # finished
             current = _offset(record)
-            if check_append(upload_id, current, record.get("length"), offset, length):
+            declared = check_append(upload_id, current, record.get("length"), offset, length)
+            if declared:
                 self._check_length(length)
-                held.save(dict(record, length=length))
             digest = self._kept_hash(upload_id, etag, current)
-            return _S3Append(self, held, current, digest, atomic)
+            # A declared length is written with the append's commit: a refused one declares none.
+            return _S3Append(self, held, current, digest, atomic, length if declared else None)
         except BaseException:
             held.release()
             raise
@@ -702,7 +703,13 @@ class _S3Append:
     """
 
     def __init__(
-        self, store: S3PartialStore, held: _Held, start: int, digest: Any, atomic: bool
+        self,
+        store: S3PartialStore,
+        held: _Held,
+        start: int,
+        digest: Any,
+        atomic: bool,
+        declared: int | None = None,
     ) -> None:
         record = held.record
         self._store = store
@@ -710,7 +717,7 @@ class _S3Append:
         self._id = held.id
         self._digest = digest
         self._atomic = atomic
-        self._length: int | None = record.get("length")
+        self._length: int | None = record.get("length") if declared is None else declared
         self._part_size = int(record["part"])
         self._multipart: str | None = record["upload"]
         self._created_multipart = False
@@ -816,7 +823,11 @@ class _S3Append:
 
     def _record(self, expires: float | None = None) -> dict[str, Any]:
         record = dict(
-            self._held.record, upload=self._multipart, parts=self._parts, pieces=self._pieces
+            self._held.record,
+            length=self._length,
+            upload=self._multipart,
+            parts=self._parts,
+            pieces=self._pieces,
         )
         if expires is not None:
             record["expires"] = expires
