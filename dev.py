@@ -7,7 +7,9 @@ in the current folder; ``frontend`` rebuilds the demos' Uppy bundle in
 ``examples/static/vendor`` with ``npm ci && npm run build`` (needs Node.js and
 npm; the committed bundle makes it unneeded otherwise); ``test`` runs pytest on this Python,
 ``nox`` runs nox (lint, typecheck and the tests on every Python 3.10-3.13
-found; arguments go to nox, e.g. ``-s tests-3.12``). Creates ``.venv`` with
+found; arguments go to nox, e.g. ``-s tests-3.12``). ``test`` also runs the
+tests too long to repeat on every Python (``HASHFS_BIG_TESTS=1``: the 384 MiB
+tus uploads). Creates ``.venv`` with
 the project, all its extras and the ``dev`` dependency group (the tools:
 pytest, nox, ruff, mypy...) the first time, and again when ``pyproject.toml``
 changes, then runs the command in it. Only the standard library is used here,
@@ -67,7 +69,10 @@ def main(argv: list[str]) -> int:
         print(f"usage: python3 dev.py {{{names}}} [args...]", file=sys.stderr)
         return 2
     ensure_venv()
-    return subprocess.run([*commands[argv[0]], *argv[1:]], cwd=HERE).returncode
+    env = dict(os.environ)
+    if argv[0] == "test":
+        env.setdefault("HASHFS_BIG_TESTS", "1")
+    return subprocess.run([*commands[argv[0]], *argv[1:]], cwd=HERE, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from async_hashfs import CompletedUpload, SyncHashFS
 from async_hashfs import _tus_local as tus_local
 from async_hashfs._cli import cli
 from async_hashfs._tus_local import LocalPartialStore
-from async_hashfs._tus_store import partial_store
+from async_hashfs._tus_store import UploadLocked, partial_store
 from flask_shim import FlaskHashFS
 
 from ._platform_mask import MASK_VARIABLE
@@ -73,6 +73,8 @@ class Tus:
     app: Any = None
     completed: list[CompletedUpload] = field(default_factory=list)
     allow: dict[str, Any] = field(default_factory=dict)
+    #: The completion hook raises this many times before it succeeds.
+    hook_failures: int = 0
 
     def request(
         self, method: str, url: str, headers: dict[str, str] | None = None, data: bytes = b""
@@ -123,11 +125,16 @@ def _config(root: Path, **config: Any) -> dict[str, Any]:
 def _hooks(fs: Any, tus: Tus) -> None:
     @fs.on_upload_complete
     def completed(upload: CompletedUpload) -> None:
+        if tus.hook_failures:
+            tus.hook_failures -= 1
+            raise RuntimeError("the app's database is down")
         tus.completed.append(upload)
 
     @fs.authorize_upload
     def authorize(action: str, upload_id: str | None) -> Any:
         answer = tus.allow.get(action, True)
+        if isinstance(answer, Exception):
+            raise answer
         if answer == 401:
             abort(401)
         return answer
@@ -588,6 +595,98 @@ def test_method_override(tus: Tus) -> None:
     assert tus.head(other).status == 404
 
 
+def test_method_override_only_on_post(tus: Tus) -> None:
+    url = tus.create(10)
+    # A HEAD or OPTIONS that terminates or appends would slip past guards on request.method.
+    reply = tus.request("HEAD", url, {**V, "X-HTTP-Method-Override": "DELETE"})
+    assert reply.status == 200
+    assert tus.offset(url) == 0
+    reply = tus.request(
+        "OPTIONS", url, {**STREAM, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
+    )
+    assert (reply.status, reply.header("Tus-Version")) == (204, "1.0.0")
+    assert tus.offset(url) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "headers"),
+    [
+        ("POST", "/tus", [("Upload-Length", "5"), ("Upload-Length", "6")]),
+        ("POST", "/tus", [("Upload-Length", "5"), ("Upload-Length", "5")]),
+        (
+            "POST",
+            "/tus",
+            [("Upload-Length", "5"), ("Upload-Metadata", "a YQ=="), ("Upload-Metadata", "b Yg==")],
+        ),
+        ("POST", "/tus", [("Upload-Length", "5"), ("Tus-Resumable", "1.0.0")]),
+        ("PATCH", "upload", [("Upload-Offset", "0"), ("Upload-Offset", "2")]),
+    ],
+)
+def test_a_header_given_twice_is_400_naming_it(
+    tus: Tus, method: str, target: str, headers: list[tuple[str, str]]
+) -> None:
+    if tus.framework == "flask" and headers[-1][0] == "Upload-Metadata":
+        pytest.skip("WSGI joins repeated headers with commas: two metadata lists read as one")
+    url = tus.create(10)
+    base = [("Tus-Resumable", "1.0.0")]
+    if method == "PATCH":
+        base.append(("Content-Type", "application/offset+octet-stream"))
+    sent: Any = base + headers
+    reply = tus.send(method, url if target == "upload" else target, sent, b"")
+    assert reply.status == 400, reply
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    named = next(n for n, _ in headers if sum(h == n for h, _ in base + headers) > 1)
+    assert named.encode() in reply.body
+    assert tus.offset(url) == 0
+
+
+def test_a_refused_patch_declares_no_length(tus: Tus) -> None:
+    url = tus.create(**{"Upload-Defer-Length": "1"})
+    wrong = {"Upload-Checksum": "sha1 " + b64(hashlib.sha1(b"other").digest())}
+    reply = tus.patch(url, 0, DATA[:8], **{"Upload-Length": "8"}, **wrong)
+    assert reply.status == 460
+    head = tus.head(url)
+    assert (head.header("Upload-Defer-Length"), head.header("Upload-Length")) == ("1", None)
+    reply = tus.patch(url, 0, DATA[:9], **{"Upload-Length": "9"})
+    assert reply.status == 204
+    assert reply.header("HashFS-Id") == hashlib.sha256(DATA[:9]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/tus"),
+        ("PUT", "/tus"),
+        ("GET", "upload"),
+        ("HEAD", "upload/"),
+        ("PATCH", "upload/more"),
+        ("DELETE", "/tus/../tus"),
+    ],
+)
+def test_every_answer_under_the_prefix_has_tus_resumable(
+    tus: Tus, method: str, target: str
+) -> None:
+    url = tus.create(10)
+    target = target.replace("upload", url)
+    reply = tus.request(method, target, {**STREAM, "Upload-Offset": "0"})
+    assert reply.status in (404, 405), reply
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert tus.offset(url) == 0
+
+
+def test_an_authorize_hook_that_raises_is_500_with_tus_resumable(tus: Tus) -> None:
+    url = tus.create(10)
+    tus.allow["resume"] = RuntimeError("the session store is down")
+    reply = tus.head(url)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    reply = tus.patch(url, 0, b"12345")
+    assert (reply.status, reply.header("Tus-Resumable")) == (500, "1.0.0")
+    assert b"RuntimeError" in reply.body
+    tus.allow.clear()
+    assert tus.offset(url) == 0
+
+
 # -- locks, restarts, hooks --------------------------------------------------------------
 
 
@@ -607,7 +706,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from async_hashfs import SyncHashFS
-    from async_hashfs._tus_store import partial_store
+    from async_hashfs._tus_store import UploadLocked, partial_store
     root, upload_id, offset, atomic = sys.argv[1:]
     offset, atomic = int(offset), atomic == "1"
     append = partial_store(SyncHashFS(root)._engine).open_append(upload_id, offset, atomic=atomic)
@@ -697,6 +796,135 @@ def test_resume_after_a_restart_rehashes_the_partial_once(
     assert sum(reads) == 123_456  # re-hashed once, not again
     assert reply.header("HashFS-Id") == DATA_ID
     assert (restarted.root / (reply.header("HashFS-Relpath") or "")).read_bytes() == DATA
+
+
+def _complete_but_unstored(tus: Tus, data: bytes = DATA, name: str = "a.txt") -> str:
+    """An upload whose server died between its last byte and storing it: its URL."""
+    url = tus.create(len(data), **{"Upload-Metadata": metadata(filename=name)})
+    upload_id = url.rsplit("/", 1)[1]
+    with tus.partials.open_append(upload_id, 0) as append:
+        append.write(data)
+        assert append.commit().address is None  # committed, not stored (no extension)
+    return url
+
+
+def test_head_stores_a_complete_upload_left_unstored_and_runs_the_hook_once(tus: Tus) -> None:
+    url = _complete_but_unstored(tus)
+    reply = tus.head(url)
+    assert reply.status == 200
+    assert reply.header("Upload-Offset") == str(len(DATA))
+    assert reply.header("HashFS-Id") == DATA_ID
+    assert (reply.header("HashFS-Relpath") or "").endswith(".txt")
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert [(c.address.id, c.filename) for c in tus.completed] == [(DATA_ID, "a.txt")]
+    assert tus.head(url).header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1  # not again
+
+
+def test_patch_at_the_end_stores_a_complete_upload_left_unstored(tus: Tus) -> None:
+    url = _complete_but_unstored(tus)
+    assert tus.patch(url, 0, b"").status == 409
+    reply = tus.patch(url, len(DATA), b"")
+    assert reply.status == 204
+    assert reply.header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1
+    assert tus.patch(url, len(DATA), b"").header("HashFS-Id") == DATA_ID
+    assert len(tus.completed) == 1
+
+
+def test_gc_stores_a_complete_upload_left_unstored_even_past_its_expiry(
+    make_tus: Callable[..., Tus],
+) -> None:
+    tus = make_tus(HASHFS_TUS_EXPIRY=1)
+    url = _complete_but_unstored(tus)
+    upload_id = url.rsplit("/", 1)[1]
+    record = tus.root / ".hashfs-tmp" / "tus" / (upload_id + ".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "expires": time.time() - 5}))
+    report = SyncHashFS(tus.root).gc()
+    assert report.partial_uploads == []
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert stored_files(tus.root)[0].endswith(".txt")
+    # The hook had not run: the client's next request runs it.
+    assert tus.completed == []
+    assert tus.head(url).status == 410  # the finished record is past its expiry
+
+
+def _block_the_shard(root: Path, id: str) -> Path:
+    blocker = root / id[0]
+    blocker.write_bytes(b"")  # a file where the first shard folder goes
+    return blocker
+
+
+def test_a_failure_while_storing_is_500_with_tus_headers_and_a_retry_stores_it(
+    tus: Tus,
+) -> None:
+    url = tus.create(len(DATA))
+    blocker = _block_the_shard(tus.root, DATA_ID)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"bytes are kept" in reply.body
+    assert tus.completed == []
+    head = tus.head(url)  # still blocked: HEAD tries again, and says it failed
+    assert (head.status, head.header("Tus-Resumable")) == (500, "1.0.0")
+    blocker.unlink()
+    reply = tus.patch(url, len(DATA), b"")
+    assert (reply.status, reply.header("HashFS-Id")) == (204, DATA_ID)
+    assert SyncHashFS(tus.root).verify(DATA_ID)
+    assert [c.address.id for c in tus.completed] == [DATA_ID]
+
+
+def test_a_full_disk_while_storing_is_507_and_the_bytes_stay(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+    engine = tus.partials.engine
+    real = type(engine).commit_hashed
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(engine), "commit_hashed", full)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 507
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"bytes kept" in reply.body and b"nothing was appended" not in reply.body
+    monkeypatch.setattr(type(engine), "commit_hashed", real)
+    head = tus.head(url)
+    assert (head.header("Upload-Offset"), head.header("HashFS-Id")) == (str(len(DATA)), DATA_ID)
+    assert len(tus.completed) == 1
+
+
+def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: Tus) -> None:
+    tus.hook_failures = 2
+    url = tus.create(len(DATA))
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 500
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"completion hook failed" in reply.body and DATA_ID.encode() in reply.body
+    assert SyncHashFS(tus.root).verify(DATA_ID)  # the file is stored all the same
+    assert tus.patch(url, len(DATA), b"").status == 500  # the hook ran again, and failed again
+    reply = tus.head(url)
+    assert (reply.status, reply.header("HashFS-Id")) == (200, DATA_ID)
+    assert [c.address.id for c in tus.completed] == [DATA_ID]
+    assert tus.head(url).status == 200
+    assert tus.patch(url, len(DATA), b"").status == 204
+    assert len(tus.completed) == 1  # at least once, and once it succeeded no more
+
+
+def test_an_upload_taken_over_mid_patch_is_423_not_500(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+
+    def lost(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.abort()
+        raise UploadLocked(self._id)
+
+    monkeypatch.setattr(tus_local._LocalAppend, "commit", lost)
+    reply = tus.patch(url, 0, DATA[:10])
+    assert reply.status == 423
+    assert reply.header("Tus-Resumable") == "1.0.0"
 
 
 def test_authorize_hook(tus: Tus) -> None:

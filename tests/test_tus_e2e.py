@@ -206,7 +206,13 @@ def check_stored(server: Server, headers: dict[str, str], digest: str, source: P
     assert sha256_of(stored) == digest
 
 
+#: Set by ``python3 dev.py test``: the 384 MiB uploads run there, once per CI run, rather
+#: than on every Python nox tests.
+BIG = "HASHFS_BIG_TESTS"
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get(BIG), reason=f"384 MiB: runs with {BIG}=1 (dev.py test)")
 @pytest.mark.timeout(300)
 def test_384_mib_upload_with_default_chunking(server: Server, tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
@@ -276,6 +282,48 @@ def test_server_killed_at_random_points_and_resumed(
     assert offsets == sorted(offsets)
     check_stored(server, final_headers(upload), digest, source)
     assert [d["id"] for d in server.completed()] == [digest]
+
+
+@pytest.mark.timeout(180)
+def test_server_killed_between_the_last_byte_and_storing_then_resumed(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    source = tmp_path / "last.bin"
+    digest = random_file(source, 3 << 20, seed=5)
+    server = make_server(TUS_HANG_STORING="1")
+    upload = uploader(server, source)
+    upload.set_url(upload.create_url())
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upload.upload()
+        except Exception as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    marker = server.root.parent / "storing"
+    deadline = time.monotonic() + 60
+    while not marker.exists():  # every byte is in, and storing has begun
+        assert time.monotonic() < deadline, "the server never began storing"
+        time.sleep(0.01)
+    server.kill()
+    thread.join(60)
+    assert failures, "the client did not notice the kill"
+    del server.env["TUS_HANG_STORING"]
+    server.start()
+    # tuspy resumes: its HEAD finds every byte in, so it sends nothing more.
+    resumed = uploader(server, source, url=upload.url)
+    assert resumed.offset == source.stat().st_size
+    resumed.upload()
+    reply = httpx.head(resumed.url, headers=V)
+    assert reply.status_code == 200
+    check_stored(server, {k.lower(): v for k, v in reply.headers.items()}, digest, source)
+    assert [(d["id"], d["upload_id"]) for d in server.completed()] == [
+        (digest, upload.url.rsplit("/", 1)[1])
+    ]
+    assert len(server.completed()) == 1  # the hook ran once
 
 
 @pytest.mark.timeout(180)

@@ -198,3 +198,75 @@ def test_collect_and_stats(backend: dict[str, Any]) -> None:
     assert sorted(partials.stats().uploads) == sorted([kept, never])
     with pytest.raises(UploadNotFound):
         partials.info(old)
+
+
+def test_the_last_append_finishes_under_its_own_lock(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    append(partials, upload_id, 0, DATA[:1000])
+    with partials.open_append(upload_id, 1000) as appending:
+        appending.write(DATA[1000:])
+        info = appending.commit(extension=".txt")
+    assert info.address is not None
+    assert (info.address.id, info.address.is_duplicate, info.hook_pending) == (
+        DATA_ID,
+        False,
+        True,
+    )
+    assert info.address.relpath.endswith(".txt")
+    assert partials.info(upload_id).address == info.address._replace(is_duplicate=True)
+    # Not complete yet: the extension is not used, nothing is stored.
+    other = partials.create(len(DATA)).id
+    with partials.open_append(other, 0) as appending:
+        appending.write(DATA[:10])
+        assert appending.commit(extension=".txt").address is None
+    with partials.open_append(other, 10) as appending:
+        appending.write(DATA[10:])
+        bare = appending.commit(extension="").address
+    assert bare is not None
+    assert (bare.id, bare.relpath) == (DATA_ID, info.address.relpath[: -len(".txt")])
+
+
+def test_collect_stores_a_complete_upload_left_unstored(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA), "filename YS50eHQ=", time.time() - 1).id
+    assert append(partials, upload_id, 0, DATA) == len(DATA)  # its server died here
+    report = partials_of(backend).collect(time.time())
+    assert report.uploads == []
+    info = partials.info(upload_id)
+    assert info.address is not None and info.address.id == DATA_ID
+    assert info.address.relpath.endswith(".txt")
+    assert info.hook_pending
+    with SyncHashFS(**backend).open(DATA_ID) as file:
+        assert file.read() == DATA
+    partials.hook_done(upload_id)
+    assert not partials.info(upload_id).hook_pending
+    assert partials.collect(time.time()).uploads == [upload_id]  # now its record expires
+
+
+def test_finish_marks_the_hook_pending_until_hook_done(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    append(partials, upload_id, 0, DATA)
+    assert not partials.info(upload_id).hook_pending
+    partials.finish(upload_id)
+    assert partials_of(backend).info(upload_id).hook_pending
+    partials_of(backend).hook_done(upload_id)
+    assert not partials.info(upload_id).hook_pending
+    partials.finish(upload_id)  # again: the address it got, nothing pending anew
+    assert not partials.info(upload_id).hook_pending
+    partials.hook_done("0" * 32)  # gone or never there: nothing happens
+
+
+def test_a_length_declared_by_an_append_counts_only_with_it(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(None).id
+    with partials.open_append(upload_id, 0, length=len(DATA), atomic=True) as appending:
+        appending.write(DATA[:100])
+        appending.abort()  # refused (a checksum mismatch): it declared nothing
+    assert partials_of(backend).info(upload_id).length is None
+    with partials.open_append(upload_id, 0, length=100) as appending:
+        appending.write(DATA[:50])
+        appending.abort()  # a plain append cut short keeps its bytes, and the length
+    info = partials_of(backend).info(upload_id)
+    assert (info.offset, info.length) == (50, 100)

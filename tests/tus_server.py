@@ -8,7 +8,10 @@ completion hook appends one JSON line per finished upload to
 ``POST /put`` stores the raw body with ``fs.put`` (the benchmark's anchor).
 ``HASHFS_TUS_EXPIRY`` comes from ``TUS_EXPIRY`` when set. For an ``s3://``
 root, ``TUS_CONFIG`` holds more settings as JSON (``HASHFS_S3_ENDPOINT``...)
-and ``TUS_COMPLETED`` the path of the completion log.
+and ``TUS_COMPLETED`` the path of the completion log. With ``TUS_HANG_STORING``
+set, storing a finished upload into its address blocks forever once it has
+touched ``ROOT/../storing``: a test kills the server there, between the last
+byte and the address.
 """
 
 from __future__ import annotations
@@ -50,11 +53,26 @@ def _record(root: str, upload: Any) -> None:
         log.write(line + "\n")
 
 
+def _hang_storing(root: str) -> None:
+    if not os.environ.get("TUS_HANG_STORING"):
+        return
+    import threading
+
+    from async_hashfs._engine import Engine
+
+    def hang(*args: Any, **kwargs: Any) -> Any:
+        (Path(root).parent / "storing").touch()
+        threading.Event().wait()
+
+    Engine.commit_hashed = hang  # type: ignore[method-assign]
+
+
 def quart_app(root: str) -> Any:
     from quart import Quart, request
 
     from async_hashfs import QuartHashFS
 
+    _hang_storing(root)
     app = Quart(__name__)
     app.config.update(_config(root))
     fs = QuartHashFS(app)
@@ -76,6 +94,7 @@ def flask_app(root: str) -> Any:
 
     from flask_shim import FlaskHashFS
 
+    _hang_storing(root)
     app = Flask(__name__)
     app.config.update(_config(root))
     fs = FlaskHashFS(app)

@@ -437,7 +437,9 @@ EXTENSION = "hashfs"
 SERVE_ENDPOINT = "hashfs_file"
 #: The endpoints of the tus routes: the creation URL, and each upload's URL.
 TUS_ENDPOINTS = ("hashfs_tus", "hashfs_tus_upload")
-_TUS_METHODS = ["OPTIONS", "POST", "HEAD", "PATCH", "DELETE"]
+#: Methods the tus routes take: tus's own, and the others HTTP clients send, so that the view
+#: answers them (405 with ``Tus-Resumable``) rather than the framework.
+_TUS_METHODS = ["OPTIONS", "POST", "HEAD", "PATCH", "DELETE", "GET", "PUT"]
 
 
 def register(
@@ -491,7 +493,9 @@ def _register_tus(app: Any, state: AppState, view: Callable[..., Any]) -> None:
     )
     prefix = settings.tus_prefix
     rules = {(rule.endpoint, rule.rule) for rule in app.url_map.iter_rules()}
-    for endpoint, rule in zip(TUS_ENDPOINTS, (prefix, f"{prefix}/<upload_id>"), strict=True):
+    # ``path``: any URL under the prefix is the view's (an upload id with a slash is its 404).
+    upload_rule = f"{prefix}/<path:upload_id>"
+    for endpoint, rule in zip(TUS_ENDPOINTS, (prefix, upload_rule), strict=True):
         if (endpoint, rule) not in rules:
             # Every method is the view's: OPTIONS is tus's own, not the framework's.
             app.add_url_rule(

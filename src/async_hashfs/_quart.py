@@ -23,6 +23,7 @@ from typing import Any, Literal, overload
 import anyio
 from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
+from werkzeug.exceptions import HTTPException
 
 from ._address import HashAddress
 from ._body import BoundedBody
@@ -33,7 +34,16 @@ from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
-from ._tus import ACTIONS, RELPATH_HEADER, URL_HEADER, Outcome, Transfer, TusError, TusResponse
+from ._tus import (
+    ACTIONS,
+    RELPATH_HEADER,
+    URL_HEADER,
+    Outcome,
+    Transfer,
+    TusError,
+    TusProtocol,
+    TusResponse,
+)
 from ._tus import call_from_request as tus_call
 from ._tus import refused as tus_refused
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
@@ -341,9 +351,13 @@ class QuartHashFS(ExtensionBase):
             started = await store._run(protocol.start, call)
             if isinstance(started, Transfer):
                 started = await self._tus_transfer(store, protocol, started)
+            return await self._tus_outcome(protocol, started)
         except TusError as exc:
             return _tus_response(protocol.error(exc))
-        return await self._tus_outcome(started)
+        except HTTPException:
+            raise  # the app's own answer (an abort in a hook)
+        except Exception as exc:
+            return _tus_response(protocol.failed(exc))
 
     async def _tus_transfer(
         self, store: AsyncHashFS, protocol: Any, transfer: Transfer
@@ -364,12 +378,19 @@ class QuartHashFS(ExtensionBase):
             outcome: Outcome = await store._run(protocol.complete, transfer, failure)
         return outcome
 
-    async def _tus_outcome(self, outcome: Outcome) -> Response:
+    async def _tus_outcome(self, protocol: TusProtocol, outcome: Outcome) -> Response:
         headers = outcome.response.headers
         if RELPATH_HEADER in headers:
             headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
-        if outcome.completed is not None and self._tus_complete is not None:
-            await current_app.ensure_async(self._tus_complete)(outcome.completed)
+        completed = outcome.completed
+        if completed is not None:
+            # At least once: until it returns, every request that sees the upload runs it.
+            if self._tus_complete is not None:
+                try:
+                    await current_app.ensure_async(self._tus_complete)(completed)
+                except Exception as exc:
+                    return _tus_response(protocol.hook_failed(completed, exc))
+            await self.store._run(protocol.hook_done, completed.upload_id)
         return _tus_response(outcome.response)
 
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import dataclasses
 import errno
 import hashlib
+import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -41,11 +44,15 @@ from ._tus_store import (
     OffsetMismatch,
     PartialAppend,
     PartialStore,
+    PartialUploadError,
     UploadInfo,
     UploadLocked,
     UploadNotFound,
     UploadTooLarge,
+    extension_of,
 )
+
+_log = logging.getLogger("async_hashfs.tus")
 
 __all__ = [
     "ACTIONS",
@@ -226,7 +233,8 @@ def parse(
     """Check a tus request's method and headers; no I/O.
 
     ``upload_id`` is ``None`` on the creation URL, ``base``. ``headers(name)``
-    returns a header or ``None``. ``X-HTTP-Method-Override`` replaces ``method``.
+    returns a header or ``None``. ``X-HTTP-Method-Override`` replaces ``method``
+    ``POST`` (and no other).
 
     Raises:
         TusError: 412 for a missing or unsupported ``Tus-Resumable``
@@ -235,7 +243,9 @@ def parse(
             404 for an upload id that cannot exist.
     """
     override = headers("X-HTTP-Method-Override")
-    if override is not None:
+    if override is not None and method == "POST":
+        # Only on POST: a HEAD or OPTIONS that appends or terminates would slip past
+        # guards keyed on the request's method.
         method = override.strip().upper()
     if method not in _METHODS:
         raise TusError(405, f"{method} is not a tus method", {"Allow": _allow(upload_id)})
@@ -399,6 +409,24 @@ class TusProtocol:
         response.headers = {**self.base_headers(), **response.headers}
         return response
 
+    def failed(self, exc: BaseException) -> TusResponse:
+        """The 500 for an unexpected error (logged), with the tus headers."""
+        _log.error("tus request failed", exc_info=exc)
+        return self.error(TusError(500, f"internal error ({type(exc).__name__})"))
+
+    def hook_failed(self, completed: CompletedUpload, exc: BaseException) -> TusResponse:
+        """The 500 for a completion hook that raised (logged): it runs again on the
+        next HEAD or PATCH of the upload."""
+        _log.error("the tus completion hook failed for %s", completed.upload_id, exc_info=exc)
+        return self.error(
+            TusError(
+                500,
+                f"the file was stored as {completed.address.id}, but the app's completion"
+                f" hook failed ({type(exc).__name__}); HEAD or PATCH the upload again to"
+                " retry it",
+            )
+        )
+
     def _expires(self) -> float | None:
         return None if self.expiry is None else time.time() + self.expiry
 
@@ -435,13 +463,61 @@ class TusProtocol:
             info = self.partials.info(upload_id)
         except UploadNotFound:
             raise TusError(404, "no such upload") from None
-        if info.expires is not None and info.expires < time.time():
+        # A complete upload not yet stored is stored whatever its expiry: its bytes are all there.
+        unstored = info.complete and info.address is None
+        if info.expires is not None and info.expires < time.time() and not unstored:
             raise TusError(410, "this upload expired")
         return info
+
+    def _stored(self, info: UploadInfo) -> tuple[UploadInfo, CompletedUpload | None]:
+        """Store a complete upload not yet stored (its server died first, or storing
+        failed); return it as it now is, and the upload whose completion hook is due.
+
+        Raises:
+            UploadLocked: another request holds it (appending, or storing it).
+            TusError: 507 or 500, storing failed; the bytes are kept.
+        """
+        completed = None
+        if info.address is None and info.complete:
+            with self._storing():
+                address = self.partials.finish(info.id, extension_of(info.metadata))
+            info = dataclasses.replace(info, address=address, hook_pending=True)
+        if info.address is not None and info.hook_pending:
+            completed = CompletedUpload(info.id, info.address, decode_metadata(info.metadata))
+        return info, completed
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _storing() -> Iterator[None]:
+        """Turn a failure to store a complete upload into a 507 or a 500 (bytes kept)."""
+        try:
+            yield
+        except PartialUploadError:
+            raise
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise TusError(
+                    507,
+                    "the store has no space left to store this upload; its bytes are kept:"
+                    " HEAD or PATCH it again later to store it",
+                ) from exc
+            _log.exception("storing a finished tus upload failed")
+            raise TusError(
+                500,
+                "storing this upload failed; its bytes are kept: HEAD or PATCH it again"
+                " later to store it",
+            ) from exc
+
+    def hook_done(self, upload_id: str) -> None:
+        """Record that the completion hook ran to its end for this finished upload."""
+        self.partials.hook_done(upload_id)
 
     def head(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
         info = self._info(call.upload_id)
+        completed = None
+        with contextlib.suppress(UploadLocked):  # being stored: the address comes later
+            info, completed = self._stored(info)
         headers = self._state_headers(info)
         if info.length is None:
             headers["Upload-Defer-Length"] = "1"
@@ -451,7 +527,7 @@ class TusProtocol:
             headers["Upload-Metadata"] = info.metadata
         if info.address is not None:
             headers.update(self._address_headers(info.address))
-        return Outcome(self.respond(200, headers))
+        return Outcome(self.respond(200, headers), completed)
 
     def delete(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
@@ -518,13 +594,18 @@ class TusProtocol:
         assert call.upload_id is not None
         assert call.offset is not None
         info = self._info(call.upload_id)
-        if info.address is not None:  # finished: tell the client again where it went
+        if info.complete:  # finished (or to be stored now): tell the client where it went
             if call.offset != info.offset:
                 raise TusError(409, f"Upload-Offset: the upload is at {info.offset}")
             self._check_fits(call, info.offset, info.length)
+            try:
+                info, completed = self._stored(info)
+            except UploadLocked:
+                raise TusError(423, "the upload is busy with another request") from None
+            assert info.address is not None
             headers = self._state_headers(info)
             headers.update(self._address_headers(info.address))
-            return Outcome(self.respond(204, headers))
+            return Outcome(self.respond(204, headers), completed)
         # The offset is checked under the upload's lock (open_append): a PATCH
         # racing another one gets 423 rather than a 409 from a moving offset.
         length = info.length if info.length is not None else call.length
@@ -576,43 +657,68 @@ class TusProtocol:
             append.abort()
             if isinstance(failure, (UploadTooLarge, FileTooLarge)):
                 raise TusError(413, f"{failure}; nothing was appended")
+            if isinstance(failure, UploadLocked):
+                raise TusError(423, "the upload was taken over by another request") from None
             if isinstance(failure, OSError) and failure.errno in _FULL:
-                raise TusError(507, "the store has no space left; nothing was appended")
+                raise TusError(
+                    507, "the store has no space left; HEAD the upload for the bytes kept"
+                )
             raise failure
         if not transfer.checksum_matches():
             append.abort()
             raise TusError(460, "Upload-Checksum: the body does not match; nothing was appended")
         try:
-            info = append.commit(self._expires())
-        except OSError as exc:
-            if exc.errno in _FULL:
-                raise TusError(507, "the store has no space left; nothing was appended") from exc
+            with self._storing():
+                info = append.commit(self._expires(), extension_of(transfer.info.metadata))
+        except UploadLocked:
+            raise TusError(423, "the upload was taken over by another request") from None
+        except TusError as exc:
+            if exc.status == 507:  # the disk filled before the bytes were committed?
+                exc.message = (
+                    "the store has no space left; HEAD the upload for the bytes kept,"
+                    " and PATCH again later to go on or to store it"
+                )
             raise
         status = 201 if transfer.call.method == "POST" else 204
-        if info.complete:
-            return self._finish(transfer.call, info, status)
+        if info.address is not None:
+            return self._finished(transfer.call, info, info.address, status)
         if status == 201:
             return Outcome(self._created(transfer.call, info))
         return Outcome(self.respond(204, self._state_headers(info)))
 
     def _finish(self, call: TusCall, info: UploadInfo, status: int) -> Outcome:
-        metadata = decode_metadata(info.metadata)
-        from ._web import extension_from_filename  # needs werkzeug, as the extensions do
-
-        extension = extension_from_filename(metadata.get("filename")) or ""
+        """Store an upload complete at its creation (``Upload-Length: 0``)."""
         try:
-            address = self.partials.finish(info.id, extension)
+            with self._storing():
+                address = self.partials.finish(info.id, extension_of(info.metadata))
         except UploadLocked:
             raise TusError(423, "the upload is busy with another request") from None
-        except OSError as exc:
-            if exc.errno in _FULL:
-                raise TusError(507, "the store has no space left for this upload") from exc
-            raise
+        return self._finished(call, info, address, status)
+
+    def _finished(
+        self, call: TusCall, info: UploadInfo, address: HashAddress, status: int
+    ) -> Outcome:
         headers = {"Upload-Offset": str(info.offset), **self._address_headers(address, True)}
         if status == 201:
             headers["Location"] = call.location(info.id)
+        metadata = decode_metadata(info.metadata)
         return Outcome(self.respond(status, headers), CompletedUpload(info.id, address, metadata))
 
+
+#: Headers a tus request gives once at most.
+_SINGLE_HEADERS = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Defer-Length",
+    "Upload-Metadata",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
+    "Content-Type",
+)
+
+#: ...and those whose value never has a comma.
+_NO_COMMA = frozenset(_SINGLE_HEADERS) - {"Upload-Metadata", "Content-Type"}
 
 #: What each method does to an upload, as the app's authorize hook is told.
 ACTIONS = {"POST": "create", "HEAD": "resume", "PATCH": "resume", "DELETE": "terminate"}
@@ -625,6 +731,11 @@ def call_from_request(request: Any, upload_id: str | None, prefix: str) -> TusCa
         TusError: see :func:`parse`.
     """
     headers = request.headers
+    for name in _SINGLE_HEADERS:
+        values = headers.getlist(name)
+        # A WSGI server joins a repeated header with commas, which none of these has.
+        if len(values) > 1 or (values and name in _NO_COMMA and "," in values[0]):
+            raise _bad(name, "given more than once")
     chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
     return parse(
         request.method,

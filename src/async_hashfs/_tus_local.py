@@ -26,6 +26,7 @@ itself, and the engine's ``gc`` looks at nothing in subfolders.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -56,6 +57,7 @@ from ._tus_store import (
     UploadLocked,
     UploadNotFound,
     UploadTooLarge,
+    extension_of,
     new_upload_id,
 )
 
@@ -176,6 +178,7 @@ class LocalPartialStore:
             metadata=record.get("metadata", ""),
             expires=record.get("expires"),
             created=record.get("created", 0.0),
+            hook_pending=bool(record.get("hook_pending")),
             address=None
             if address is None
             else HashAddress(
@@ -380,8 +383,9 @@ class LocalPartialStore:
                     )
                 self._check_length(length)
                 if known is None:
+                    # Recorded by the commit (or a plain abort): a refused append declares nothing.
                     record["length"] = length
-                    self._write_record(folders.leaf, upload_id, record)
+                    record["declared"] = True
             digest = self._caught_up_hash(upload_id, fd, current)
             os.lseek(fd, current, os.SEEK_SET)  # this append's own descriptor: writes follow
             if atomic:
@@ -403,16 +407,39 @@ class LocalPartialStore:
                     f"upload {upload_id!r} is not complete: {size} of {record.get('length')} bytes"
                 )
             digest = self._caught_up_hash(upload_id, fd, size)
-            folder = folders.leaf
-            address = self.engine.commit_hashed(
-                fd, folder, upload_id, digest.hexdigest(), extension
-            )
-            record["address"] = {"id": address.id, "relpath": address.relpath}
-            self._write_record(folder, upload_id, record)
-            with contextlib.suppress(FileNotFoundError):
-                folder.unlink(upload_id)
-            self._forget_hash(upload_id)
-            return address
+            return self._finish_locked(folders.leaf, fd, record, upload_id, digest, extension)
+
+    def _finish_locked(
+        self,
+        folder: Folder,
+        fd: int,
+        record: dict[str, Any],
+        upload_id: str,
+        digest: Any,
+        extension: str,
+    ) -> HashAddress:
+        """Link the complete bytes file into its address, record it, drop the file (locked).
+
+        Cut short anywhere, it is done again by the next finish: the link is
+        idempotent (a duplicate then), and the bytes file goes only once the
+        record names the address.
+        """
+        address = self.engine.commit_hashed(fd, folder, upload_id, digest.hexdigest(), extension)
+        record["address"] = {"id": address.id, "relpath": address.relpath}
+        record["hook_pending"] = True
+        self._write_record(folder, upload_id, record)
+        with contextlib.suppress(FileNotFoundError):
+            folder.unlink(upload_id)
+        self._forget_hash(upload_id)
+        return address
+
+    def hook_done(self, upload_id: str) -> None:
+        """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``)."""
+        with contextlib.suppress(UploadNotFound), self._folder_of(upload_id) as folders:
+            record = self._read_record(folders.leaf, upload_id)
+            if record.get("address") is not None and record.get("hook_pending"):
+                record["hook_pending"] = False
+                self._write_record(folders.leaf, upload_id, record)
 
     def terminate(self, upload_id: str) -> None:
         """Remove the upload and its bytes (see ``PartialStore.terminate``)."""
@@ -448,7 +475,13 @@ class LocalPartialStore:
         report = PartialReport()
         for upload_id in self._ids():
             try:
-                with self._locked(upload_id) as (folders, _, record):
+                with self._locked(upload_id) as (folders, fd, record):
+                    if fd >= 0 and record.get("length") == os.fstat(fd).st_size:
+                        # Complete but not stored (its server died first): store it.
+                        digest = self._caught_up_hash(upload_id, fd, record["length"])
+                        extension = extension_of(record.get("metadata", ""))
+                        self._finish_locked(folders.leaf, fd, record, upload_id, digest, extension)
+                        continue
                     expires = record.get("expires")
                     if expires is None or expires >= now:
                         continue
@@ -512,6 +545,8 @@ class _LocalAppend:
         self._atomic = record.get("pending") is not None
         self._digest = digest
         self._length: int | None = record.get("length")
+        #: Whether this append declared the length (recorded when it counts).
+        self._declared = bool(record.pop("declared", False))
         self.start = start
         self.written = 0
         self._broken = False
@@ -546,7 +581,7 @@ class _LocalAppend:
     def _offset(self) -> int:
         return self.start + self.written
 
-    def commit(self, expires: float | None = None) -> UploadInfo:
+    def commit(self, expires: float | None = None, extension: str | None = None) -> UploadInfo:
         """Make the written bytes part of the upload (see ``PartialAppend.commit``)."""
         if self._locked is None:
             raise RuntimeError("append already ended")
@@ -557,13 +592,19 @@ class _LocalAppend:
             if store.engine.fsync:
                 os.fsync(self._fd)
             record = self._record
-            if self._atomic or expires is not None:
+            if self._atomic or expires is not None or self._declared:
                 record["pending"] = None
                 if expires is not None:
                     record["expires"] = expires
                 store._write_record(self._folder, self._id, record)
-            store._keep_hash(self._id, self._digest, self._offset())
-            return store._info(self._id, record, self._offset())
+            info = store._info(self._id, record, self._offset())
+            if extension is None or not info.complete:
+                store._keep_hash(self._id, self._digest, self._offset())
+                return info
+            address = store._finish_locked(
+                self._folder, self._fd, record, self._id, self._digest, extension
+            )
+            return dataclasses.replace(info, address=address, hook_pending=True)
         finally:
             self._release()
 
@@ -574,6 +615,8 @@ class _LocalAppend:
             return store.info(self._id)
         try:
             record = self._record
+            if self._declared and (self._atomic or self._broken):
+                record["length"] = None  # a length declared by a refused append
             if self._atomic:
                 os.ftruncate(self._fd, self.start)
                 record["pending"] = None
@@ -581,6 +624,8 @@ class _LocalAppend:
                 offset = self.start
             else:
                 offset = os.fstat(self._fd).st_size
+                if self._declared and not self._broken:
+                    store._write_record(self._folder, self._id, record)  # with its bytes
                 if not self._broken:
                     store._keep_hash(self._id, self._digest, offset)
             return store._info(self._id, record, offset)

@@ -46,6 +46,7 @@ with the small-put path's conditional PUT.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -78,6 +79,7 @@ from ._tus_store import (
     UploadNotFound,
     UploadTooLarge,
     check_append,
+    extension_of,
     new_upload_id,
 )
 
@@ -306,6 +308,7 @@ class S3PartialStore:
             expires=record.get("expires"),
             created=record.get("created", 0.0),
             address=finished,
+            hook_pending=finished is not None and bool(record.get("hook_pending")),
         )
 
     # -- the hash kept in this process -------------------------------------------
@@ -459,11 +462,12 @@ class S3PartialStore:
             if record.get("address") is not None:
                 raise UploadNotFound(upload_id)  # finished
             current = _offset(record)
-            if check_append(upload_id, current, record.get("length"), offset, length):
+            declared = check_append(upload_id, current, record.get("length"), offset, length)
+            if declared:
                 self._check_length(length)
-                held.save(dict(record, length=length))
             digest = self._kept_hash(upload_id, etag, current)
-            return _S3Append(self, held, current, digest, atomic)
+            # A declared length is written with the append's commit: a refused one declares none.
+            return _S3Append(self, held, current, digest, atomic, length if declared else None)
         except BaseException:
             held.release()
             raise
@@ -478,20 +482,35 @@ class S3PartialStore:
         is_duplicate = True
         if record.get("address") is None:
             held, etag = self._acquire(upload_id)
-            try:
-                multipart = held.record["upload"]
-                record, is_duplicate = self._finish(held, etag, extension)
-            finally:
-                held.release()
-            # The record names the address now: what is left goes (else collect() does).
-            with contextlib.suppress(Exception):
-                self._abort_upload(multipart, upload_id)  # unless completed
-                self._delete(str(meta["path"]) for meta in self._objects_of(upload_id))
+            record, is_duplicate = self._finish_held(held, etag, extension)
         address = self._info(upload_id, record).address
         assert address is not None
         return HashAddress(address.id, address.relpath, address.abspath, is_duplicate)
 
-    def _finish(self, held: _Held, etag: str, extension: str) -> tuple[dict[str, Any], bool]:
+    def _finish_held(
+        self, held: _Held, etag: str | None, extension: str, digest: Any = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Finish the upload whose lock ``held`` is, release it, remove what is left.
+
+        ``digest`` is the hash of every byte, if known; else the one kept for
+        the record at ``etag``, if any. Returns the finished record and whether
+        the address held the bytes already.
+        """
+        upload_id = held.id
+        try:
+            multipart = held.record["upload"]
+            if digest is None and etag is not None:
+                digest = self._kept_hash(upload_id, etag, _offset(held.record))
+            record, is_duplicate = self._finish(held, digest, extension)
+        finally:
+            held.release()
+        # The record names the address now: what is left goes (else collect() does).
+        with contextlib.suppress(Exception):
+            self._abort_upload(multipart, upload_id)  # unless completed
+            self._delete(str(meta["path"]) for meta in self._objects_of(upload_id))
+        return record, is_duplicate
+
+    def _finish(self, held: _Held, digest: Any, extension: str) -> tuple[dict[str, Any], bool]:
         """Commit under the lock; return the finished record (written, lock released)
         and whether the address held the bytes already.
 
@@ -507,7 +526,6 @@ class S3PartialStore:
                 f"upload {upload_id!r} is not complete: {size} of {record.get('length')} bytes"
             )
         engine = self.engine
-        digest = self._kept_hash(upload_id, etag, size)
         if record["upload"] is None:
             # Never filled a part: at most one part's bytes, put as a small put is.
             data = b"".join(
@@ -546,6 +564,7 @@ class S3PartialStore:
             parts=[],
             pieces=[],
             completed=False,
+            hook_pending=True,
         )
         held.save(finished, release=True)
         return held.record, is_duplicate
@@ -571,6 +590,22 @@ class S3PartialStore:
                 raise
             if int(meta["size"]) != _offset(record):
                 raise
+
+    def hook_done(self, upload_id: str) -> None:
+        """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``).
+
+        A conditional write; tried again while other writes come between.
+        """
+        for _ in range(8):
+            try:
+                record, etag = self._read(self._checked(upload_id))
+            except UploadNotFound:
+                return
+            if record.get("address") is None or not record.get("hook_pending"):
+                return
+            with contextlib.suppress(_Refused):
+                self._write(upload_id, dict(record, hook_pending=False), etag)
+                return
 
     def terminate(self, upload_id: str) -> None:
         """Remove the upload, its multipart upload and its objects (see ``PartialStore``)."""
@@ -610,11 +645,17 @@ class S3PartialStore:
             try:
                 record, _ = self._read(upload_id)
                 known.add(record.get("upload"))
+                if record.get("address") is None and record.get("length") == _offset(record):
+                    # Complete but not stored (its server died first): store it.
+                    held, etag = self._acquire(upload_id)
+                    extension = extension_of(record.get("metadata", ""))
+                    self._finish_held(held, etag, extension)
+                    continue
                 expires = record.get("expires")
                 if expires is None or expires >= now:
                     continue
                 held, _ = self._acquire(upload_id)
-            except (UploadNotFound, UploadLocked):
+            except (UploadNotFound, UploadLocked, LengthConflict):
                 continue
             try:
                 held.end()
@@ -662,7 +703,13 @@ class _S3Append:
     """
 
     def __init__(
-        self, store: S3PartialStore, held: _Held, start: int, digest: Any, atomic: bool
+        self,
+        store: S3PartialStore,
+        held: _Held,
+        start: int,
+        digest: Any,
+        atomic: bool,
+        declared: int | None = None,
     ) -> None:
         record = held.record
         self._store = store
@@ -670,7 +717,7 @@ class _S3Append:
         self._id = held.id
         self._digest = digest
         self._atomic = atomic
-        self._length: int | None = record.get("length")
+        self._length: int | None = record.get("length") if declared is None else declared
         self._part_size = int(record["part"])
         self._multipart: str | None = record["upload"]
         self._created_multipart = False
@@ -776,7 +823,11 @@ class _S3Append:
 
     def _record(self, expires: float | None = None) -> dict[str, Any]:
         record = dict(
-            self._held.record, upload=self._multipart, parts=self._parts, pieces=self._pieces
+            self._held.record,
+            length=self._length,
+            upload=self._multipart,
+            parts=self._parts,
+            pieces=self._pieces,
         )
         if expires is not None:
             record["expires"] = expires
@@ -787,7 +838,7 @@ class _S3Append:
         store = self._store
         store._delete(store.piece_key(self._id, t) for t, _ in old if t not in kept)
 
-    def commit(self, expires: float | None = None) -> UploadInfo:
+    def commit(self, expires: float | None = None, extension: str | None = None) -> UploadInfo:
         """Make the written bytes part of the upload (see ``PartialAppend.commit``)."""
         if self._held.released:
             raise RuntimeError("append already ended")
@@ -795,23 +846,32 @@ class _S3Append:
             self.abort()
             raise OSError("a write failed; the append cannot be committed")
         old = list(self._held.record["pieces"])
+        end = self.start + self.written
+        finish = extension is not None and self._length == end
         try:
-            end = self.start + self.written
             if self._length == end and self._multipart is not None:
                 # The last bytes: the tail goes out as the last part, of any size.
                 if self._held_bytes() or len(self._buffer):
                     self._send_part(len(self._buffer))
             else:
                 self._keep_tail()
-            self._held.save(self._record(expires), release=True)
+            self._held.save(self._record(expires), release=not finish)
         except BaseException:
             self._roll_back()
             raise
         finally:
             self._buffer = bytearray()
-        self._store._keep_hash(self._id, self._digest, self._held.etag)
+        store = self._store
         self._drop_stale_pieces(old)
-        return self._store._info(self._id, self._held.record)
+        if not finish:
+            store._keep_hash(self._id, self._digest, self._held.etag)
+            return store._info(self._id, self._held.record)
+        # Finished under the same lock: no request comes between the last byte and the address.
+        assert extension is not None
+        record, is_duplicate = store._finish_held(self._held, None, extension, self._digest)
+        info = store._info(self._id, record)
+        assert info.address is not None
+        return dataclasses.replace(info, address=info.address._replace(is_duplicate=is_duplicate))
 
     def _roll_back(self) -> None:
         """Leave the upload as it was: drop what this append made, release the lock."""

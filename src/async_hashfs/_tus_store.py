@@ -45,6 +45,7 @@ __all__ = [
     "UploadTooLarge",
     "check_append",
     "collect_garbage",
+    "extension_of",
     "new_upload_id",
     "partial_store",
 ]
@@ -111,6 +112,8 @@ class UploadInfo:
     finished: its bytes are then at that content address and nothing of the
     partial upload remains but this record (kept until it expires, so that a
     client that lost the final response can still learn where its file went).
+    ``hook_pending`` is true from the finish until :meth:`PartialStore.hook_done`:
+    the app's completion hook has not yet run to its end for this upload.
     """
 
     id: str
@@ -120,6 +123,7 @@ class UploadInfo:
     expires: float | None = None
     created: float = 0.0
     address: HashAddress | None = None
+    hook_pending: bool = False
 
     @property
     def complete(self) -> bool:
@@ -163,12 +167,21 @@ class PartialAppend(Protocol):
     def writelines(self, chunks: Iterable[Any]) -> None:
         """Append several chunks in order (as :meth:`write`)."""
 
-    def commit(self, expires: float | None = None) -> UploadInfo:
+    def commit(self, expires: float | None = None, extension: str | None = None) -> UploadInfo:
         """Make every written byte part of the upload and release the lock.
 
         ``expires`` (a Unix time) replaces the upload's expiry when given.
         Returns the upload as it now is. Durable: a server killed after
         ``commit`` returned resumes at the new offset.
+
+        With ``extension`` (not ``None``), an append that completes the upload
+        also finishes it (as :meth:`PartialStore.finish`) before the lock is
+        released, so no other request comes between the last byte and the
+        content address; the upload returned has its ``address``, whose
+        ``is_duplicate`` is exact. If the finish fails, the bytes stay
+        committed, the lock is released and the error is raised: the upload
+        is complete but not stored, and a later :meth:`PartialStore.finish`
+        does it.
         """
 
     def abort(self) -> UploadInfo:
@@ -252,12 +265,22 @@ class PartialStore(Protocol):
         """Commit a complete upload into its content address and drop its bytes.
 
         ``extension`` is normalized. Called again for an upload already
-        finished, returns the address it got (with ``is_duplicate=True``).
+        finished, returns the address it got (with ``is_duplicate=True``):
+        idempotent, and safe to race (one finishes, the other gets
+        :class:`UploadLocked` or the address). The finished record has
+        ``hook_pending`` set.
 
         Raises:
             UploadNotFound: no such upload.
             UploadLocked: another request holds it.
             LengthConflict: the upload is not complete.
+        """
+
+    def hook_done(self, upload_id: str) -> None:
+        """Record that the app's completion hook ran to its end for a finished upload.
+
+        Clears ``hook_pending``; nothing happens to an upload not finished
+        or gone.
         """
 
     def terminate(self, upload_id: str) -> None:
@@ -271,11 +294,26 @@ class PartialStore(Protocol):
     def collect(self, now: float) -> PartialReport:
         """Remove every upload (finished or not) whose expiry is before ``now``.
 
-        Skips uploads whose lock is held. Returns what went.
+        An upload complete but not finished (its server died between the last
+        byte and the finish, or the finish failed) is finished instead, with
+        the extension of its ``filename`` metadata, whatever its expiry: its
+        bytes are never lost. Skips uploads whose lock is held. Returns what
+        went.
         """
 
     def stats(self) -> PartialReport:
         """Count the uploads kept (unfinished ones, and their bytes)."""
+
+
+def extension_of(metadata: str) -> str:
+    """The normalized extension of the ``filename`` in ``Upload-Metadata`` (``""``: none)."""
+    from ._tus import TusError, decode_metadata  # the protocol layer imports this module
+    from ._web import extension_from_filename
+
+    try:
+        return extension_from_filename(decode_metadata(metadata).get("filename")) or ""
+    except (TusError, ValueError):
+        return ""
 
 
 def partial_store(engine: Any) -> PartialStore:

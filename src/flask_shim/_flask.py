@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 from flask import Flask, Response, abort, current_app, request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wsgi import wrap_file
 
 from async_hashfs._address import HashAddress
@@ -264,14 +264,25 @@ class FlaskHashFS(ExtensionBase):
             started = protocol.start(call)
             if isinstance(started, Transfer):
                 started = _tus_transfer(protocol, started)
+            headers = started.response.headers
+            if RELPATH_HEADER in headers:
+                headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
+            completed = started.completed
+            if completed is not None:
+                # At least once: until it returns, every request that sees the upload runs it.
+                if self._tus_complete is not None:
+                    try:
+                        self._tus_complete(completed)
+                    except Exception as exc:
+                        return _tus_response(protocol.hook_failed(completed, exc))
+                protocol.hook_done(completed.upload_id)
+            return _tus_response(started.response)
         except TusError as exc:
             return _tus_response(protocol.error(exc))
-        headers = started.response.headers
-        if RELPATH_HEADER in headers:
-            headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
-        if started.completed is not None and self._tus_complete is not None:
-            self._tus_complete(started.completed)
-        return _tus_response(started.response)
+        except HTTPException:
+            raise  # the app's own answer (an abort in a hook)
+        except Exception as exc:
+            return _tus_response(protocol.failed(exc))
 
 
 #: Bodies sent to the tus endpoint are bounded by each upload's length instead.
