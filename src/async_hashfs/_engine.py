@@ -1377,10 +1377,12 @@ class Engine:
         put refreshes the file's mtime (see :meth:`_refresh_duplicate`), so
         one that found it before the rename is seen, and the file goes back
         to its address; one that comes after the rename finds the address
-        empty and stores its bytes anew. Shard folders the sweep empties are
-        removed, as :meth:`delete` does. ``on_remove`` is called with the
-        address of each file removed; ``checkpoint`` between folders (it may
-        raise to stop the sweep; what was removed stays removed).
+        empty and stores its bytes anew. A sweep killed between the two
+        leaves the file in the temp folder, unlocked: :meth:`gc` removes it.
+        Shard folders the sweep empties are removed, as :meth:`delete` does.
+        ``on_remove`` is called with the address of each file removed;
+        ``checkpoint`` between folders (it may raise to stop the sweep; what
+        was removed stays removed).
         """
         report = SweepReport(dry_run=dry_run, keep_ids=len(keep))
         try:
