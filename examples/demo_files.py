@@ -36,9 +36,18 @@ class Upload(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     content_id: Mapped[str] = mapped_column(String(128), index=True)
     relpath: Mapped[str] = mapped_column(String(255))
+    #: The tus upload's id: its completion hook may run more than once, one row only.
+    upload_id: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     @classmethod
-    def of(cls, address: HashAddress, name: str | None, type: str | None, size: int) -> Upload:
+    def of(
+        cls,
+        address: HashAddress,
+        name: str | None,
+        type: str | None,
+        size: int,
+        upload_id: str | None = None,
+    ) -> Upload:
         """The row for ``address`` as the client named and typed it (a type guessed if not)."""
         name = os.path.basename((name or "").replace("\\", "/"))[:255] or address.id[:12]
         return cls(
@@ -48,6 +57,7 @@ class Upload(Base):
             created=datetime.now(timezone.utc),
             content_id=address.id,
             relpath=address.relpath,
+            upload_id=upload_id,
         )
 
     def as_json(self, url: str) -> dict[str, Any]:

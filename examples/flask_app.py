@@ -22,8 +22,9 @@ from demo_files import Base, Upload, database_path, grace_seconds, page_context,
 from flask import Flask, redirect, render_template, request, url_for
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from async_hashfs import CompletedUpload, HashAddress
+from async_hashfs import CompletedUpload
 from flask_shim import FlaskHashFS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,9 +32,8 @@ fs = FlaskHashFS()
 db = SQLAlchemy(metadata=Base.metadata)  # the shared table, on Flask-SQLAlchemy's session
 
 
-def record(address: HashAddress, name: str | None, type: str | None, size: int) -> Upload:
+def record(row: Upload) -> Upload:
     """Write the row of one upload."""
-    row = Upload.of(address, name, type, size)
     db.session.add(row)
     db.session.commit()
     return row
@@ -41,9 +41,20 @@ def record(address: HashAddress, name: str | None, type: str | None, size: int) 
 
 @fs.on_upload_complete
 def record_tus_upload(upload: CompletedUpload) -> None:
-    """The tus endpoint stored an upload: name it in the database."""
+    """The tus endpoint stored an upload: name it in the database, once.
+
+    The hook runs at least once per upload (again if a request after the last
+    byte finds it not done), so a row already written for this upload id stays.
+    """
+    known = select(Upload.id).where(Upload.upload_id == upload.upload_id)
+    if db.session.scalar(known) is not None:
+        return
     size = os.path.getsize(upload.address.abspath)
-    record(upload.address, upload.filename, upload.filetype, size)
+    row = Upload.of(upload.address, upload.filename, upload.filetype, size, upload.upload_id)
+    try:
+        record(row)
+    except IntegrityError:  # the same upload's hook, running at the same time, wrote it
+        db.session.rollback()
 
 
 def create_app(root: str | None = None, database: str | None = None) -> Flask:
@@ -108,7 +119,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Flask:
         request.max_content_length = app.config["HASHFS_MAX_SIZE"] + (1 << 20)
         uploads = fs.put_uploads()
         rows = [
-            record(u.address, u.filename, u.content_type, u.size)
+            record(Upload.of(u.address, u.filename, u.content_type, u.size))
             for _, u in uploads.files.items(multi=True)
         ]
         if request.accept_mimetypes.best == "application/json":

@@ -28,17 +28,17 @@ import anyio
 from demo_files import Base, Upload, database_path, grace_seconds, page_context, store_config
 from quart import Quart, current_app, redirect, render_template, request, url_for
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from async_hashfs import CompletedUpload, HashAddress, QuartHashFS
+from async_hashfs import CompletedUpload, QuartHashFS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 fs = QuartHashFS()
 
 
-async def record(address: HashAddress, name: str | None, type: str | None, size: int) -> Upload:
+async def record(row: Upload) -> Upload:
     """Write the row of one upload in the current app's database."""
-    row = Upload.of(address, name, type, size)
     async with current_app.extensions["demo_sessions"]() as session, session.begin():
         session.add(row)
     return row
@@ -46,9 +46,22 @@ async def record(address: HashAddress, name: str | None, type: str | None, size:
 
 @fs.on_upload_complete
 async def record_tus_upload(upload: CompletedUpload) -> None:
-    """The tus endpoint stored an upload: name it in the database."""
+    """The tus endpoint stored an upload: name it in the database, once.
+
+    The hook runs at least once per upload (again if a request after the last
+    byte finds it not done), so a row already written for this upload id stays.
+    """
+    sessions = current_app.extensions["demo_sessions"]
+    async with sessions() as session:
+        known = select(Upload.id).where(Upload.upload_id == upload.upload_id)
+        if await session.scalar(known) is not None:
+            return
     size = (await anyio.Path(upload.address.abspath).stat()).st_size
-    await record(upload.address, upload.filename, upload.filetype, size)
+    row = Upload.of(upload.address, upload.filename, upload.filetype, size, upload.upload_id)
+    try:
+        await record(row)
+    except IntegrityError:  # the same upload's hook, running at the same time, wrote it
+        pass
 
 
 def create_app(root: str | None = None, database: str | None = None) -> Quart:
@@ -128,7 +141,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
         request.max_content_length = app.config["HASHFS_MAX_SIZE"] + (1 << 20)
         uploads = await fs.put_uploads()
         rows = [
-            await record(u.address, u.filename, u.content_type, u.size)
+            await record(Upload.of(u.address, u.filename, u.content_type, u.size))
             for _, u in uploads.files.items(multi=True)
         ]
         if request.accept_mimetypes.best == "application/json":

@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
 import flask_app
 import quart_app
 
+from async_hashfs import CompletedUpload
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DATA = os.urandom(300_000)
 DATA_ID = hashlib.sha256(DATA).hexdigest()
@@ -176,16 +178,27 @@ async def test_quart_example_names_a_tus_upload(tmp_path: Path) -> None:
         headers = tus_creation(DATA, NAMES[1], "text/plain")
         response = await client.post("/tus", data=DATA, headers=headers)
         assert response.status_code == 201, await response.get_data(as_text=True)
+        # The hook runs at least once: run again for the same upload, it adds no row.
+        upload_id = response.headers["Location"].rsplit("/", 1)[1]
+        async with app.app_context():
+            address = await quart_app.fs.get(DATA_ID)
+            again = CompletedUpload(upload_id, address, {"filename": "other.txt"})
+            await quart_app.record_tus_upload(again)
         (row,) = (await (await client.get("/api/files")).get_json())["files"]
     assert (row["name"], row["type"], row["size"]) == (NAMES[1], "text/plain", len(DATA))
     assert row["content_id"] == DATA_ID
 
 
 def test_flask_example_names_a_tus_upload(tmp_path: Path) -> None:
-    client = flask_app.create_app(str(tmp_path / "store")).test_client()
+    app = flask_app.create_app(str(tmp_path / "store"))
+    client = app.test_client()
     headers = tus_creation(DATA, NAMES[1], "text/plain")
     response = client.post("/tus", data=DATA, headers=headers)
     assert response.status_code == 201, response.get_data(as_text=True)
+    upload_id = response.headers["Location"].rsplit("/", 1)[1]
+    with app.app_context():
+        address = flask_app.fs.get(DATA_ID)
+        flask_app.record_tus_upload(CompletedUpload(upload_id, address, {"filename": "x.txt"}))
     (row,) = client.get("/api/files").get_json()["files"]
     assert (row["name"], row["type"], row["size"]) == (NAMES[1], "text/plain", len(DATA))
     assert row["content_id"] == DATA_ID
