@@ -976,6 +976,8 @@ def test_cli_stats_and_gc_count_partial_uploads_apart(make_tus: Callable[..., Tu
         ("HASHFS_TUS_EXPIRY", "3600"),
         ("HASHFS_TUS_EXPIRY", True),
         ("HASHFS_TUS_EXPIRY", float("inf")),
+        ("HASHFS_TUS_IDLE_TIMEOUT", 0),
+        ("HASHFS_TUS_IDLE_TIMEOUT", "60"),
         ("HASHFS_TUS_EXPIRY", float("nan")),
     ],
 )

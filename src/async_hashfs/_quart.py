@@ -347,8 +347,10 @@ class QuartHashFS(ExtensionBase):
         # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
         request.max_content_length = _NO_BODY_LIMIT
         failure: Exception | None = None
+        idle = self._state.settings.tus_idle_timeout
+        body = request.body if idle is None else _idle_bounded(request.body, idle)
         try:
-            await store._pump(request.body, transfer.write)
+            await store._pump(body, transfer.write)
         except Exception as exc:
             failure = exc
         except BaseException:  # cancelled: the client went away; keep what arrived
@@ -373,6 +375,23 @@ class QuartHashFS(ExtensionBase):
                     return _tus_response(protocol.hook_failed(completed, exc))
             await self.store._run(protocol.hook_done, completed.upload_id)
         return _tus_response(outcome.response)
+
+
+async def _idle_bounded(body: Any, idle: float) -> AsyncIterator[bytes]:
+    """The chunks of ``body``, ending with :class:`TimeoutError` once none came for ``idle`` s.
+
+    A client whose network died without closing the connection would hold its
+    upload's lock as long as the server keeps the connection (Hypercorn: for
+    ever); ended, the PATCH keeps what arrived and lets another take over.
+    """
+    chunks = body.__aiter__()
+    while True:
+        with anyio.fail_after(idle):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        yield chunk
 
 
 #: Bodies sent to the tus endpoint are bounded by each upload's length instead.

@@ -659,6 +659,10 @@ class TusProtocol:
                 raise TusError(413, f"{failure}; nothing was appended")
             if isinstance(failure, UploadLocked):
                 raise TusError(423, "the upload was taken over by another request") from None
+            if isinstance(failure, TimeoutError):
+                raise TusError(
+                    408, "no bytes came for too long; HEAD the upload for the bytes kept"
+                ) from None
             if isinstance(failure, OSError) and failure.errno in _FULL:
                 raise TusError(
                     507, "the store has no space left; HEAD the upload for the bytes kept"
