@@ -895,6 +895,27 @@ def test_a_full_disk_while_storing_is_507_and_the_bytes_stay(
     assert len(tus.completed) == 1
 
 
+def test_a_disk_full_mid_patch_is_507_and_says_the_bytes_are_kept(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+    real = tus_local._write_all
+
+    def fills_up(fd: int, data: Any) -> None:
+        real(fd, memoryview(data)[:1000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tus_local, "_write_all", fills_up)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 507
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"nothing was appended" not in reply.body and b"bytes kept" in reply.body
+    monkeypatch.setattr(tus_local, "_write_all", real)
+    offset = tus.offset(url)
+    assert offset == 1000  # kept, as the answer says
+    assert tus.patch(url, offset, DATA[offset:]).header("HashFS-Id") == DATA_ID
+
+
 def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: Tus) -> None:
     tus.hook_failures = 2
     url = tus.create(len(DATA))
