@@ -575,6 +575,22 @@ def test_expired_upload_is_410_then_collected_by_gc(make_tus: Callable[..., Tus]
     assert len(stored_files(tus.root)) == 1  # the finished upload's file stays
 
 
+def test_an_upload_receiving_bytes_past_its_expiry_is_not_410(
+    make_tus: Callable[..., Tus],
+) -> None:
+    tus = make_tus(HASHFS_TUS_EXPIRY=1)
+    url = tus.create(len(DATA))
+    upload_id = url.rsplit("/", 1)[1]
+    record = tus.root / ".hashfs-tmp" / "tus" / (upload_id + ".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "expires": time.time() - 5}))
+    assert tus.head(url).status == 410
+    with tus.partials.open_append(upload_id, 0) as append:  # a long PATCH, bytes arriving
+        append.write(DATA[:1000])
+        assert tus.head(url).status == 200
+        append.commit(time.time() + 60)
+    assert tus.offset(url) == 1000
+
+
 def test_no_expiry(make_tus: Callable[..., Tus]) -> None:
     tus = make_tus(HASHFS_TUS_EXPIRY=None)
     reply = tus.request("POST", "/tus", {**V, "Upload-Length": "10"})

@@ -270,3 +270,18 @@ def test_a_length_declared_by_an_append_counts_only_with_it(backend: dict[str, A
         appending.abort()  # a plain append cut short keeps its bytes, and the length
     info = partials_of(backend).info(upload_id)
     assert (info.offset, info.length) == (50, 100)
+
+
+def test_an_upload_receiving_bytes_is_active_and_not_collected(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA), expires=time.time() - 1).id
+    assert not partials_of(backend).info(upload_id).active
+    with partials.open_append(upload_id, 0) as appending:
+        appending.write(DATA[:100])
+        assert partials_of(backend).info(upload_id).active
+        assert partials_of(backend).collect(time.time()).uploads == []
+        expires = time.time() + 60
+        appending.abort(expires)  # cut off: the bytes kept move the expiry
+    info = partials_of(backend).info(upload_id)
+    assert (info.offset, info.active) == (100, False)
+    assert info.expires == pytest.approx(expires)

@@ -355,7 +355,7 @@ class QuartHashFS(ExtensionBase):
             failure = exc
         except BaseException:  # cancelled: the client went away; keep what arrived
             with anyio.CancelScope(shield=True):
-                await store._run(transfer.append.abort)
+                await store._run(protocol.cut_off, transfer)
             raise
         with anyio.CancelScope(shield=True):
             outcome: Outcome = await store._run(protocol.complete, transfer, failure)

@@ -246,10 +246,31 @@ class LocalPartialStore:
             if record.get("pending") is not None:
                 return self._info(upload_id, record, record["pending"])
             try:
-                size = folder.lstat(upload_id).st_size
+                fd = folder.open(upload_id, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
             except FileNotFoundError:
                 raise UploadNotFound(upload_id) from None
-            return self._info(upload_id, record, size)
+            try:
+                size = os.fstat(fd).st_size
+                # Asked only of an upload past its expiry (the probe is a shared lock,
+                # for an instant: an append starting then would be refused).
+                expires = record.get("expires")
+                active = expires is not None and expires < time.time()
+                active = active and self._held_elsewhere(fd, upload_id)
+            finally:
+                os.close(fd)
+            return dataclasses.replace(self._info(upload_id, record, size), active=active)
+
+    def _held_elsewhere(self, fd: int, upload_id: str) -> bool:
+        """Whether a request holds the upload's lock (tried, not taken, on ``fd``)."""
+        if _fcntl is None:
+            with _held_lock:
+                return (self.engine.layout.root, upload_id) in _held
+        try:
+            _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return False
 
     @contextlib.contextmanager
     def _locked(self, upload_id: str) -> Iterator[tuple[FolderPath, int, dict[str, Any]]]:
@@ -608,7 +629,7 @@ class _LocalAppend:
         finally:
             self._release()
 
-    def abort(self) -> UploadInfo:
+    def abort(self, expires: float | None = None) -> UploadInfo:
         """End without commit (see ``PartialAppend.abort``)."""
         store = self._store
         if self._locked is None:
@@ -624,7 +645,10 @@ class _LocalAppend:
                 offset = self.start
             else:
                 offset = os.fstat(self._fd).st_size
-                if self._declared and not self._broken:
+                kept = offset > self.start
+                if kept and expires is not None:
+                    record["expires"] = expires
+                if (self._declared and not self._broken) or (kept and expires is not None):
                     store._write_record(self._folder, self._id, record)  # with its bytes
                 if not self._broken:
                     store._keep_hash(self._id, self._digest, offset)

@@ -309,6 +309,7 @@ class S3PartialStore:
             created=record.get("created", 0.0),
             address=finished,
             hook_pending=finished is not None and bool(record.get("hook_pending")),
+            active=record.get("lock") is not None and float(record["lock"]["until"]) > time.time(),
         )
 
     # -- the hash kept in this process -------------------------------------------
@@ -884,7 +885,7 @@ class _S3Append:
         self._buffer = bytearray()
         self._held.release()
 
-    def abort(self) -> UploadInfo:
+    def abort(self, expires: float | None = None) -> UploadInfo:
         """End without commit (see ``PartialAppend.abort``).
 
         A plain append keeps what it received, as a commit would; an atomic
@@ -897,7 +898,7 @@ class _S3Append:
             self._roll_back()
             return store._info(self._id, self._held.record)
         with contextlib.suppress(Exception):
-            return self.commit()
+            return self.commit(expires if self.written else None)
         return store.info(self._id)
 
     def __enter__(self) -> _S3Append:
