@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from typing import Any
 
@@ -285,3 +286,19 @@ def test_an_upload_receiving_bytes_is_active_and_not_collected(backend: dict[str
     info = partials_of(backend).info(upload_id)
     assert (info.offset, info.active) == (100, False)
     assert info.expires == pytest.approx(expires)
+
+
+def test_hashes_kept_in_memory_are_bounded(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partials = partials_of(backend)
+    monkeypatch.setattr(sys.modules[type(partials).__module__], "_HASHES_KEPT", 3)
+    kept: dict[str, Any] = partials._hashes  # type: ignore[attr-defined]
+    ids = [partials.create(len(DATA)).id for _ in range(6)]
+    assert len(kept) == 0  # an upload nobody sent bytes to costs nothing
+    for upload_id in ids:
+        append(partials, upload_id, 0, DATA[:1000])
+        assert len(kept) <= 3
+    for upload_id in ids:  # the dropped hashes are made again from what is stored
+        append(partials, upload_id, 1000, DATA[1000:])
+        assert partials.finish(upload_id).id == DATA_ID

@@ -35,6 +35,7 @@ import stat
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,9 @@ _INFO_SUFFIX = ".json"
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ATTEMPTS = 20
+#: Hashes of uploads kept per process (about 350 bytes each), the least recently used
+#: dropped past this: an abandoned upload costs no memory for ever.
+_HASHES_KEPT = 1024
 
 
 _stores: weakref.WeakKeyDictionary[Engine, LocalPartialStore] = weakref.WeakKeyDictionary()
@@ -103,7 +107,8 @@ class LocalPartialStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._hashes: dict[str, _Hash] = {}
+        #: The hashes kept, the most recently used last (at most _HASHES_KEPT).
+        self._hashes: OrderedDict[str, _Hash] = OrderedDict()
         self._hashes_lock = threading.Lock()
 
     @classmethod
@@ -232,8 +237,7 @@ class LocalPartialStore:
                 # gc removed the empty folder as it was opened: make it again.
                 if attempt == _ATTEMPTS - 1:
                     raise
-        with self._hashes_lock:
-            self._hashes[upload_id] = _Hash(hashlib.new(self.engine.layout.algorithm), 0)
+        # No hash kept yet: the one of no bytes costs nothing to make when the first come.
         return self._info(upload_id, record, 0)
 
     def info(self, upload_id: str) -> UploadInfo:
@@ -374,6 +378,10 @@ class LocalPartialStore:
     def _keep_hash(self, upload_id: str, digest: Any, offset: int) -> None:
         with self._hashes_lock:
             self._hashes[upload_id] = _Hash(digest, offset)
+            self._hashes.move_to_end(upload_id)
+            while len(self._hashes) > _HASHES_KEPT:
+                # The least recently used: its upload is re-hashed from disk if it resumes.
+                self._hashes.popitem(last=False)
 
     def open_append(
         self,
