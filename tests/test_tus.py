@@ -283,6 +283,13 @@ def test_create_then_head(tus: Tus) -> None:
     assert head.body == b""
 
 
+def test_a_created_upload_has_an_empty_body_of_known_length(tus: Tus) -> None:
+    reply = tus.request("POST", "/tus", {**V, "Upload-Length": " 5\t"})  # HTTP's whitespace
+    assert reply.status == 201
+    assert (reply.header("Content-Length"), reply.header("Transfer-Encoding")) == ("0", None)
+    assert reply.body == b""
+
+
 def test_upload_ids_are_random(tus: Tus) -> None:
     ids = {tus.create(1).rsplit("/", 1)[1] for _ in range(20)}
     assert len(ids) == 20
@@ -294,6 +301,8 @@ def test_upload_ids_are_random(tus: Tus) -> None:
         ({"Upload-Length": "abc"}, "Upload-Length"),
         ({"Upload-Length": "-1"}, "Upload-Length"),
         ({"Upload-Length": "1.5"}, "Upload-Length"),
+        ({"Upload-Length": "005"}, "Upload-Length"),
+        ({"Upload-Length": "5\xa0"}, "Upload-Length"),
         ({}, "Upload-Length"),
         ({"Upload-Length": "5", "Upload-Defer-Length": "1"}, "Upload-Length"),
         ({"Upload-Defer-Length": "2"}, "Upload-Defer-Length"),

@@ -520,6 +520,13 @@ def test_a_stalled_patch_lets_go_of_its_upload_after_the_idle_timeout(
         stalled.close()
 
 
+def test_the_creation_answer_is_an_empty_body_of_known_length(server: Server) -> None:
+    reply = httpx.post(f"{server.url}/tus", headers={**V, "Upload-Length": "5"})
+    assert reply.status_code == 201
+    assert reply.headers.get("Content-Length") == "0"
+    assert "Transfer-Encoding" not in reply.headers
+
+
 @pytest.mark.timeout(120)
 def test_a_client_that_goes_away_keeps_what_it_sent(server: Server) -> None:
     data = os.urandom(4 << 20)

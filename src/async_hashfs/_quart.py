@@ -405,6 +405,8 @@ def _tus_response(response: TusResponse) -> Response:
         return result
     result = Response(_Bytes(b""), response.status, response.headers)
     del result.headers["Content-Type"]
+    if request.method != "HEAD" and response.status not in (204, 304):
+        result.headers["Content-Length"] = "0"  # an empty body, not an empty chunked one
     return result
 
 

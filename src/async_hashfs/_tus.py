@@ -139,9 +139,11 @@ def _integer(headers: Callable[[str], str | None], name: str) -> int | None:
     value = headers(name)
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(" \t")  # HTTP's own whitespace only (not NBSP and the like)
     if not _DIGITS.fullmatch(value):
         raise _bad(name, f"must be a non-negative integer, not {value!r}")
+    if len(value) > 1 and value.startswith("0"):
+        raise _bad(name, f"must be a non-negative integer without leading zeros, not {value!r}")
     return int(value)
 
 
