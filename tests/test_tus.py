@@ -283,6 +283,13 @@ def test_create_then_head(tus: Tus) -> None:
     assert head.body == b""
 
 
+def test_a_created_upload_has_an_empty_body_of_known_length(tus: Tus) -> None:
+    reply = tus.request("POST", "/tus", {**V, "Upload-Length": " 5\t"})  # HTTP's whitespace
+    assert reply.status == 201
+    assert (reply.header("Content-Length"), reply.header("Transfer-Encoding")) == ("0", None)
+    assert reply.body == b""
+
+
 def test_upload_ids_are_random(tus: Tus) -> None:
     ids = {tus.create(1).rsplit("/", 1)[1] for _ in range(20)}
     assert len(ids) == 20
@@ -294,6 +301,8 @@ def test_upload_ids_are_random(tus: Tus) -> None:
         ({"Upload-Length": "abc"}, "Upload-Length"),
         ({"Upload-Length": "-1"}, "Upload-Length"),
         ({"Upload-Length": "1.5"}, "Upload-Length"),
+        ({"Upload-Length": "005"}, "Upload-Length"),
+        ({"Upload-Length": "5\xa0"}, "Upload-Length"),
         ({}, "Upload-Length"),
         ({"Upload-Length": "5", "Upload-Defer-Length": "1"}, "Upload-Length"),
         ({"Upload-Defer-Length": "2"}, "Upload-Defer-Length"),
@@ -573,6 +582,22 @@ def test_expired_upload_is_410_then_collected_by_gc(make_tus: Callable[..., Tus]
     )
     assert tus.head(expired).status == 404
     assert len(stored_files(tus.root)) == 1  # the finished upload's file stays
+
+
+def test_an_upload_receiving_bytes_past_its_expiry_is_not_410(
+    make_tus: Callable[..., Tus],
+) -> None:
+    tus = make_tus(HASHFS_TUS_EXPIRY=1)
+    url = tus.create(len(DATA))
+    upload_id = url.rsplit("/", 1)[1]
+    record = tus.root / ".hashfs-tmp" / "tus" / (upload_id + ".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "expires": time.time() - 5}))
+    assert tus.head(url).status == 410
+    with tus.partials.open_append(upload_id, 0) as append:  # a long PATCH, bytes arriving
+        append.write(DATA[:1000])
+        assert tus.head(url).status == 200
+        append.commit(time.time() + 60)
+    assert tus.offset(url) == 1000
 
 
 def test_no_expiry(make_tus: Callable[..., Tus]) -> None:
@@ -895,6 +920,27 @@ def test_a_full_disk_while_storing_is_507_and_the_bytes_stay(
     assert len(tus.completed) == 1
 
 
+def test_a_disk_full_mid_patch_is_507_and_says_the_bytes_are_kept(
+    tus: Tus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = tus.create(len(DATA))
+    real = tus_local._write_all
+
+    def fills_up(fd: int, data: Any) -> None:
+        real(fd, memoryview(data)[:1000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tus_local, "_write_all", fills_up)
+    reply = tus.patch(url, 0, DATA)
+    assert reply.status == 507
+    assert reply.header("Tus-Resumable") == "1.0.0"
+    assert b"nothing was appended" not in reply.body and b"bytes kept" in reply.body
+    monkeypatch.setattr(tus_local, "_write_all", real)
+    offset = tus.offset(url)
+    assert offset == 1000  # kept, as the answer says
+    assert tus.patch(url, offset, DATA[offset:]).header("HashFS-Id") == DATA_ID
+
+
 def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: Tus) -> None:
     tus.hook_failures = 2
     url = tus.create(len(DATA))
@@ -976,6 +1022,8 @@ def test_cli_stats_and_gc_count_partial_uploads_apart(make_tus: Callable[..., Tu
         ("HASHFS_TUS_EXPIRY", "3600"),
         ("HASHFS_TUS_EXPIRY", True),
         ("HASHFS_TUS_EXPIRY", float("inf")),
+        ("HASHFS_TUS_IDLE_TIMEOUT", 0),
+        ("HASHFS_TUS_IDLE_TIMEOUT", "60"),
         ("HASHFS_TUS_EXPIRY", float("nan")),
     ],
 )

@@ -478,6 +478,56 @@ def test_expired_uploads_are_collected_by_gc(
 
 
 @pytest.mark.timeout(120)
+def test_a_stalled_patch_lets_go_of_its_upload_after_the_idle_timeout(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(TUS_CONFIG=json.dumps({"HASHFS_TUS_IDLE_TIMEOUT": 1}))
+    if server.kind == "gunicorn":
+        pytest.skip("a sync WSGI worker blocks in the read: gunicorn's --timeout applies")
+    data = os.urandom(1 << 20)
+    url = httpx.post(f"{server.url}/tus", headers={**V, "Upload-Length": str(len(data))}).headers[
+        "Location"
+    ]
+    upload_id = url.rsplit("/", 1)[1]
+    # A client whose network dies: 300 kB of the body, then nothing, the connection open.
+    stalled = socket.create_connection((HOST, server.port))
+    try:
+        stalled.sendall(
+            (
+                f"PATCH {url} HTTP/1.1\r\nHost: {HOST}\r\nTus-Resumable: 1.0.0\r\n"
+                "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            ).encode()
+            + data[:300_000]
+        )
+        deadline = time.monotonic() + 30
+        while _partial_size(server.root, upload_id) < 300_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while True:  # 423 while the stalled PATCH holds it, then it is let go
+            reply = httpx.patch(
+                f"{server.url}{url}",
+                content=data[300_000:],
+                headers={**STREAM, "Upload-Offset": "300000"},
+            )
+            if reply.status_code != 423:
+                break
+            assert time.monotonic() < deadline, "the stalled PATCH kept the upload"
+            time.sleep(0.1)
+        assert reply.status_code == 204, reply.text
+        assert reply.headers["HashFS-Id"] == hashlib.sha256(data).hexdigest()
+    finally:
+        stalled.close()
+
+
+def test_the_creation_answer_is_an_empty_body_of_known_length(server: Server) -> None:
+    reply = httpx.post(f"{server.url}/tus", headers={**V, "Upload-Length": "5"})
+    assert reply.status_code == 201
+    assert reply.headers.get("Content-Length") == "0"
+    assert "Transfer-Encoding" not in reply.headers
+
+
+@pytest.mark.timeout(120)
 def test_a_client_that_goes_away_keeps_what_it_sent(server: Server) -> None:
     data = os.urandom(4 << 20)
     with httpx.Client(base_url=server.url, timeout=60) as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from typing import Any
 
@@ -270,3 +271,34 @@ def test_a_length_declared_by_an_append_counts_only_with_it(backend: dict[str, A
         appending.abort()  # a plain append cut short keeps its bytes, and the length
     info = partials_of(backend).info(upload_id)
     assert (info.offset, info.length) == (50, 100)
+
+
+def test_an_upload_receiving_bytes_is_active_and_not_collected(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA), expires=time.time() - 1).id
+    assert not partials_of(backend).info(upload_id).active
+    with partials.open_append(upload_id, 0) as appending:
+        appending.write(DATA[:100])
+        assert partials_of(backend).info(upload_id).active
+        assert partials_of(backend).collect(time.time()).uploads == []
+        expires = time.time() + 60
+        appending.abort(expires)  # cut off: the bytes kept move the expiry
+    info = partials_of(backend).info(upload_id)
+    assert (info.offset, info.active) == (100, False)
+    assert info.expires == pytest.approx(expires)
+
+
+def test_hashes_kept_in_memory_are_bounded(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partials = partials_of(backend)
+    monkeypatch.setattr(sys.modules[type(partials).__module__], "_HASHES_KEPT", 3)
+    kept: dict[str, Any] = partials._hashes  # type: ignore[attr-defined]
+    ids = [partials.create(len(DATA)).id for _ in range(6)]
+    assert len(kept) == 0  # an upload nobody sent bytes to costs nothing
+    for upload_id in ids:
+        append(partials, upload_id, 0, DATA[:1000])
+        assert len(kept) <= 3
+    for upload_id in ids:  # the dropped hashes are made again from what is stored
+        append(partials, upload_id, 1000, DATA[1000:])
+        assert partials.finish(upload_id).id == DATA_ID

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
     "HASHFS_TUS_PREFIX": None,
     "HASHFS_TUS_EXPIRY": 24 * 3600,
+    "HASHFS_TUS_IDLE_TIMEOUT": 60,
 }
 
 SENDFILE_HEADERS = {"x-accel-redirect": "X-Accel-Redirect", "x-sendfile": "X-Sendfile"}
@@ -125,8 +126,9 @@ def _algorithm(config: Mapping[str, Any]) -> tuple[str, int]:
 
 def _tus_settings(
     config: Mapping[str, Any], serve_prefix: str | None
-) -> tuple[str | None, float | None]:
-    """Return ``HASHFS_TUS_PREFIX`` (without a trailing slash) and ``HASHFS_TUS_EXPIRY``."""
+) -> tuple[str | None, float | None, float | None]:
+    """Return ``HASHFS_TUS_PREFIX`` (without a trailing slash), ``HASHFS_TUS_EXPIRY`` and
+    ``HASHFS_TUS_IDLE_TIMEOUT``."""
     prefix = config["HASHFS_TUS_PREFIX"]
     accepted = 'None, or the URL path of the tus endpoint such as "/tus"'
     if prefix is not None and (
@@ -143,18 +145,26 @@ def _tus_settings(
                 '"HASHFS_TUS_PREFIX" must differ from the "HASHFS_PATH_PREFIX" files are '
                 f"served under, not both {prefix!r}"
             )
-    expiry = config["HASHFS_TUS_EXPIRY"]
-    if expiry is not None and (
-        isinstance(expiry, bool)
-        or not isinstance(expiry, int | float)
-        or not 0 < expiry < math.inf
-    ):
-        raise _invalid(
-            "HASHFS_TUS_EXPIRY",
-            "None (never) or the seconds an unfinished upload is kept, more than 0",
-            expiry,
-        )
-    return prefix, None if expiry is None else float(expiry)
+    expiry = _seconds(
+        config,
+        "HASHFS_TUS_EXPIRY",
+        "None (never) or the seconds an unfinished upload is kept, more than 0",
+    )
+    idle = _seconds(
+        config,
+        "HASHFS_TUS_IDLE_TIMEOUT",
+        "None (never) or the seconds a PATCH may send nothing, more than 0",
+    )
+    return prefix, expiry, idle
+
+
+def _seconds(config: Mapping[str, Any], key: str, accepted: str) -> float | None:
+    value = config[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise _invalid(key, accepted, value)
+    return float(value)
 
 
 def check_path_prefix(prefix: object) -> str:
@@ -223,6 +233,8 @@ class Settings:
     tus_prefix: str | None = None
     #: Seconds an unfinished tus upload is kept after its last PATCH (``None``: no expiry).
     tus_expiry: float | None = 24 * 3600.0
+    #: Seconds a tus PATCH may send nothing before it is ended, its bytes kept (Quart).
+    tus_idle_timeout: float | None = 60.0
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
@@ -301,10 +313,11 @@ class Settings:
         s3_redirect = _flag(config, "HASHFS_S3_REDIRECT")
         if s3_redirect and not root_folder.startswith("s3://"):
             raise ValueError('"HASHFS_S3_REDIRECT" needs an s3:// "HASHFS_ROOT_FOLDER"')
-        tus_prefix, tus_expiry = _tus_settings(config, prefix if serve else None)
+        tus_prefix, tus_expiry, tus_idle = _tus_settings(config, prefix if serve else None)
         return cls(
             tus_prefix=tus_prefix,
             tus_expiry=tus_expiry,
+            tus_idle_timeout=tus_idle,
             s3_options=s3_options,
             s3_redirect=s3_redirect,
             verify_on_read=_flag(config, "HASHFS_VERIFY_ON_READ"),

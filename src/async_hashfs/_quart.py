@@ -366,13 +366,15 @@ class QuartHashFS(ExtensionBase):
         # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
         request.max_content_length = _NO_BODY_LIMIT
         failure: Exception | None = None
+        idle = self._state.settings.tus_idle_timeout
+        body = request.body if idle is None else _idle_bounded(request.body, idle)
         try:
-            await store._pump(request.body, transfer.write)
+            await store._pump(body, transfer.write)
         except Exception as exc:
             failure = exc
         except BaseException:  # cancelled: the client went away; keep what arrived
             with anyio.CancelScope(shield=True):
-                await store._run(transfer.append.abort)
+                await store._run(protocol.cut_off, transfer)
             raise
         with anyio.CancelScope(shield=True):
             outcome: Outcome = await store._run(protocol.complete, transfer, failure)
@@ -394,6 +396,23 @@ class QuartHashFS(ExtensionBase):
         return _tus_response(outcome.response)
 
 
+async def _idle_bounded(body: Any, idle: float) -> AsyncIterator[bytes]:
+    """The chunks of ``body``, ending with :class:`TimeoutError` once none came for ``idle`` s.
+
+    A client whose network died without closing the connection would hold its
+    upload's lock as long as the server keeps the connection (Hypercorn: for
+    ever); ended, the PATCH keeps what arrived and lets another take over.
+    """
+    chunks = body.__aiter__()
+    while True:
+        with anyio.fail_after(idle):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        yield chunk
+
+
 #: Bodies sent to the tus endpoint are bounded by each upload's length instead.
 _NO_BODY_LIMIT = 1 << 62
 
@@ -405,6 +424,8 @@ def _tus_response(response: TusResponse) -> Response:
         return result
     result = Response(_Bytes(b""), response.status, response.headers)
     del result.headers["Content-Type"]
+    if request.method != "HEAD" and response.status not in (204, 304):
+        result.headers["Content-Length"] = "0"  # an empty body, not an empty chunked one
     return result
 
 

@@ -139,9 +139,11 @@ def _integer(headers: Callable[[str], str | None], name: str) -> int | None:
     value = headers(name)
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(" \t")  # HTTP's own whitespace only (not NBSP and the like)
     if not _DIGITS.fullmatch(value):
         raise _bad(name, f"must be a non-negative integer, not {value!r}")
+    if len(value) > 1 and value.startswith("0"):
+        raise _bad(name, f"must be a non-negative integer without leading zeros, not {value!r}")
     return int(value)
 
 
@@ -384,9 +386,9 @@ class TusProtocol:
     Args:
         partials: the store's partial uploads.
         max_size: the largest upload, in bytes (``Tus-Max-Size``), or ``None``.
-        expiry: seconds an unfinished upload is kept after its creation or its
-            last completed PATCH, or ``None`` to keep it until it is finished or
-            terminated.
+        expiry: seconds an unfinished upload is kept after its creation or the
+            last PATCH that brought bytes (an upload receiving bytes does not
+            expire), or ``None`` to keep it until it is finished or terminated.
     """
 
     def __init__(self, partials: PartialStore, max_size: int | None, expiry: float | None) -> None:
@@ -465,7 +467,13 @@ class TusProtocol:
             raise TusError(404, "no such upload") from None
         # A complete upload not yet stored is stored whatever its expiry: its bytes are all there.
         unstored = info.complete and info.address is None
-        if info.expires is not None and info.expires < time.time() and not unstored:
+        # Bytes arriving now (a long PATCH) keep an upload alive; its commit moves the expiry.
+        if (
+            info.expires is not None
+            and info.expires < time.time()
+            and not unstored
+            and not info.active
+        ):
             raise TusError(410, "this upload expired")
         return info
 
@@ -511,6 +519,11 @@ class TusProtocol:
     def hook_done(self, upload_id: str) -> None:
         """Record that the completion hook ran to its end for this finished upload."""
         self.partials.hook_done(upload_id)
+
+    def cut_off(self, transfer: Transfer) -> None:
+        """End a transfer whose client went away: keep what arrived (a plain append),
+        moving the upload's expiry as a commit does."""
+        transfer.append.abort(self._expires())
 
     def head(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
@@ -654,11 +667,15 @@ class TusProtocol:
         """
         append = transfer.append
         if failure is not None:
-            append.abort()
+            append.abort(self._expires())  # bytes a plain append kept move the expiry
             if isinstance(failure, (UploadTooLarge, FileTooLarge)):
                 raise TusError(413, f"{failure}; nothing was appended")
             if isinstance(failure, UploadLocked):
                 raise TusError(423, "the upload was taken over by another request") from None
+            if isinstance(failure, TimeoutError):
+                raise TusError(
+                    408, "no bytes came for too long; HEAD the upload for the bytes kept"
+                ) from None
             if isinstance(failure, OSError) and failure.errno in _FULL:
                 raise TusError(
                     507, "the store has no space left; HEAD the upload for the bytes kept"

@@ -35,6 +35,7 @@ import stat
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,9 @@ _INFO_SUFFIX = ".json"
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ATTEMPTS = 20
+#: Hashes of uploads kept per process (about 350 bytes each), the least recently used
+#: dropped past this: an abandoned upload costs no memory for ever.
+_HASHES_KEPT = 1024
 
 
 _stores: weakref.WeakKeyDictionary[Engine, LocalPartialStore] = weakref.WeakKeyDictionary()
@@ -103,7 +107,8 @@ class LocalPartialStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._hashes: dict[str, _Hash] = {}
+        #: The hashes kept, the most recently used last (at most _HASHES_KEPT).
+        self._hashes: OrderedDict[str, _Hash] = OrderedDict()
         self._hashes_lock = threading.Lock()
 
     @classmethod
@@ -232,8 +237,7 @@ class LocalPartialStore:
                 # gc removed the empty folder as it was opened: make it again.
                 if attempt == _ATTEMPTS - 1:
                     raise
-        with self._hashes_lock:
-            self._hashes[upload_id] = _Hash(hashlib.new(self.engine.layout.algorithm), 0)
+        # No hash kept yet: the one of no bytes costs nothing to make when the first come.
         return self._info(upload_id, record, 0)
 
     def info(self, upload_id: str) -> UploadInfo:
@@ -246,10 +250,31 @@ class LocalPartialStore:
             if record.get("pending") is not None:
                 return self._info(upload_id, record, record["pending"])
             try:
-                size = folder.lstat(upload_id).st_size
+                fd = folder.open(upload_id, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
             except FileNotFoundError:
                 raise UploadNotFound(upload_id) from None
-            return self._info(upload_id, record, size)
+            try:
+                size = os.fstat(fd).st_size
+                # Asked only of an upload past its expiry (the probe is a shared lock,
+                # for an instant: an append starting then would be refused).
+                expires = record.get("expires")
+                active = expires is not None and expires < time.time()
+                active = active and self._held_elsewhere(fd, upload_id)
+            finally:
+                os.close(fd)
+            return dataclasses.replace(self._info(upload_id, record, size), active=active)
+
+    def _held_elsewhere(self, fd: int, upload_id: str) -> bool:
+        """Whether a request holds the upload's lock (tried, not taken, on ``fd``)."""
+        if _fcntl is None:
+            with _held_lock:
+                return (self.engine.layout.root, upload_id) in _held
+        try:
+            _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        _fcntl.flock(fd, _fcntl.LOCK_UN)
+        return False
 
     @contextlib.contextmanager
     def _locked(self, upload_id: str) -> Iterator[tuple[FolderPath, int, dict[str, Any]]]:
@@ -353,6 +378,10 @@ class LocalPartialStore:
     def _keep_hash(self, upload_id: str, digest: Any, offset: int) -> None:
         with self._hashes_lock:
             self._hashes[upload_id] = _Hash(digest, offset)
+            self._hashes.move_to_end(upload_id)
+            while len(self._hashes) > _HASHES_KEPT:
+                # The least recently used: its upload is re-hashed from disk if it resumes.
+                self._hashes.popitem(last=False)
 
     def open_append(
         self,
@@ -608,7 +637,7 @@ class _LocalAppend:
         finally:
             self._release()
 
-    def abort(self) -> UploadInfo:
+    def abort(self, expires: float | None = None) -> UploadInfo:
         """End without commit (see ``PartialAppend.abort``)."""
         store = self._store
         if self._locked is None:
@@ -624,7 +653,10 @@ class _LocalAppend:
                 offset = self.start
             else:
                 offset = os.fstat(self._fd).st_size
-                if self._declared and not self._broken:
+                kept = offset > self.start
+                if kept and expires is not None:
+                    record["expires"] = expires
+                if (self._declared and not self._broken) or (kept and expires is not None):
                     store._write_record(self._folder, self._id, record)  # with its bytes
                 if not self._broken:
                     store._keep_hash(self._id, self._digest, offset)

@@ -96,6 +96,8 @@ _MAX_PIECES = 16
 #: Bytes of tail objects a process keeps (the oldest go first), so that the
 #: part that gathers them needs no GET when the same server goes on.
 _TAILS_KEPT = 64 * 1024 * 1024
+#: Hashes of uploads kept per process, the least recently used dropped past this.
+_HASHES_KEPT = 1024
 
 
 class _Refused(Exception):
@@ -203,7 +205,8 @@ class S3PartialStore:
     def __init__(self, engine: S3Engine) -> None:
         self.engine = engine
         self.lock_seconds = engine.tus_lock_seconds
-        self._hashes: dict[str, tuple[Any, str]] = {}
+        #: The hashes kept, the most recently used last (at most _HASHES_KEPT).
+        self._hashes: OrderedDict[str, tuple[Any, str]] = OrderedDict()
         self._hashes_lock = threading.Lock()
         self._tails: OrderedDict[str, bytes] = OrderedDict()
         self._tails_size = 0
@@ -309,6 +312,7 @@ class S3PartialStore:
             created=record.get("created", 0.0),
             address=finished,
             hook_pending=finished is not None and bool(record.get("hook_pending")),
+            active=record.get("lock") is not None and float(record["lock"]["until"]) > time.time(),
         )
 
     # -- the hash kept in this process -------------------------------------------
@@ -325,6 +329,10 @@ class S3PartialStore:
         if digest is not None:
             with self._hashes_lock:
                 self._hashes[upload_id] = (digest, etag)
+                self._hashes.move_to_end(upload_id)
+                while len(self._hashes) > _HASHES_KEPT:
+                    # The least recently used: its finish hashes the object with a GET.
+                    self._hashes.popitem(last=False)
 
     def _forget_hash(self, upload_id: str) -> None:
         with self._hashes_lock:
@@ -438,8 +446,8 @@ class S3PartialStore:
             "lock": None,
             "address": None,
         }
-        etag = self._write(upload_id, record, None)
-        self._keep_hash(upload_id, hashlib.new(self.engine.layout.algorithm), etag)
+        self._write(upload_id, record, None)
+        # No hash kept yet: the one of no bytes costs nothing to make when the first come.
         return self._info(upload_id, record)
 
     def info(self, upload_id: str) -> UploadInfo:
@@ -884,7 +892,7 @@ class _S3Append:
         self._buffer = bytearray()
         self._held.release()
 
-    def abort(self) -> UploadInfo:
+    def abort(self, expires: float | None = None) -> UploadInfo:
         """End without commit (see ``PartialAppend.abort``).
 
         A plain append keeps what it received, as a commit would; an atomic
@@ -897,7 +905,7 @@ class _S3Append:
             self._roll_back()
             return store._info(self._id, self._held.record)
         with contextlib.suppress(Exception):
-            return self.commit()
+            return self.commit(expires if self.written else None)
         return store.info(self._id)
 
     def __enter__(self) -> _S3Append:

@@ -114,6 +114,9 @@ class UploadInfo:
     client that lost the final response can still learn where its file went).
     ``hook_pending`` is true from the finish until :meth:`PartialStore.hook_done`:
     the app's completion hook has not yet run to its end for this upload.
+    ``active`` is true while a request holds the upload's lock (bytes are
+    arriving): such an upload has not expired, whatever ``expires`` says. (An
+    implementation may find it out only for an upload past ``expires``.)
     """
 
     id: str
@@ -124,6 +127,7 @@ class UploadInfo:
     created: float = 0.0
     address: HashAddress | None = None
     hook_pending: bool = False
+    active: bool = False
 
     @property
     def complete(self) -> bool:
@@ -184,8 +188,10 @@ class PartialAppend(Protocol):
         does it.
         """
 
-    def abort(self) -> UploadInfo:
+    def abort(self, expires: float | None = None) -> UploadInfo:
         """End the append without :meth:`commit` and release the lock; safe twice.
+
+        ``expires`` replaces the upload's expiry when bytes were kept.
 
         An *atomic* append (see :meth:`PartialStore.open_append`) leaves the
         upload exactly as it was. A plain one keeps the bytes written so far

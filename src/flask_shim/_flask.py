@@ -300,7 +300,7 @@ def _tus_transfer(protocol: TusProtocol, transfer: Transfer) -> Outcome:
     except Exception as exc:
         failure = exc
     except BaseException:
-        transfer.append.abort()
+        protocol.cut_off(transfer)
         raise
     return protocol.complete(transfer, failure)
 
