@@ -2,9 +2,14 @@
 """Run a demo, the tests or nox from a checkout: ``python3 dev.py demo|flask-demo|test|nox``.
 
 ``demo`` serves the example Quart app (http://127.0.0.1:5000/), ``flask-demo``
-the Flask one (http://127.0.0.1:5001/), ``test`` runs pytest on this Python,
+the Flask one (http://127.0.0.1:5001/), each on its own store and SQLite file
+in the current folder; ``frontend`` rebuilds the demos' Uppy bundle in
+``examples/static/vendor`` with ``npm ci && npm run build`` (needs Node.js and
+npm; the committed bundle makes it unneeded otherwise); ``test`` runs pytest on this Python,
 ``nox`` runs nox (lint, typecheck and the tests on every Python 3.10-3.13
-found; arguments go to nox, e.g. ``-s tests-3.12``). Creates ``.venv`` with
+found; arguments go to nox, e.g. ``-s tests-3.12``). ``test`` also runs the
+tests too long to repeat on every Python (``HASHFS_BIG_TESTS=1``: the 384 MiB
+tus uploads). Creates ``.venv`` with
 the project, all its extras and the ``dev`` dependency group (the tools:
 pytest, nox, ruff, mypy...) the first time, and again when ``pyproject.toml``
 changes, then runs the command in it. Only the standard library is used here,
@@ -52,11 +57,22 @@ def main(argv: list[str]) -> int:
         "test": [str(PYTHON), "-m", "pytest"],
         "nox": [str(PYTHON), "-m", "nox", "--noxfile", str(HERE / "noxfile.py")],
     }
+    if argv[:1] == ["frontend"]:  # Node.js, not the venv
+        frontend = HERE / "examples" / "frontend"
+        for command in (["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]):
+            done = subprocess.run(command, cwd=frontend)
+            if done.returncode:
+                return done.returncode
+        return 0
     if not argv or argv[0] not in commands:
-        print(f"usage: python3 dev.py {{{'|'.join(commands)}}} [args...]", file=sys.stderr)
+        names = "|".join([*commands, "frontend"])
+        print(f"usage: python3 dev.py {{{names}}} [args...]", file=sys.stderr)
         return 2
     ensure_venv()
-    return subprocess.run([*commands[argv[0]], *argv[1:]], cwd=HERE).returncode
+    env = dict(os.environ)
+    if argv[0] == "test":
+        env.setdefault("HASHFS_BIG_TESTS", "1")
+    return subprocess.run([*commands[argv[0]], *argv[1:]], cwd=HERE, env=env).returncode
 
 
 if __name__ == "__main__":

@@ -1,104 +1,135 @@
-"""Demo: the same app on Flask, through ``flask_shim.FlaskHashFS``.
+"""Demo: the same app on Flask, through ``flask_shim.FlaskHashFS`` and Flask-SQLAlchemy.
 
-In a checkout, once ``python3 dev.py demo`` (or ``test``) has made ``.venv``,
-run ``.venv/bin/python examples/flask_app.py``; with ``async-hashfs[flask]``
-installed, ``python examples/flask_app.py``. Then open
-http://127.0.0.1:5001/. Settings come from environment variables:
-``HASHFS_ROOT_FOLDER`` (default ``./demo-store-flask``, apart from the Quart
-demo's) and ``PORT`` (5001).
+Run ``python3 dev.py flask-demo`` in a checkout (or, once that has made
+``.venv``, ``.venv/bin/python examples/flask_app.py``) and open
+http://127.0.0.1:5001/. It matches the Quart demo (``quart_app.py``) feature
+for feature, on the same table (``demo_files.Upload``) and the same page: bytes
+in the store under their hash, one row per upload in SQLite, downloads under
+the original name, deletes that leave shared bytes, uploads with Uppy over tus.
+Settings come from the same environment variables, with their own defaults:
+``HASHFS_ROOT_FOLDER`` (``./demo-store-flask``), ``DEMO_DATABASE`` (the
+store's path plus ``.sqlite3``), ``HASHFS_MAX_SIZE``, ``DEMO_SWEEP_GRACE`` and
+``PORT`` (5001).
 """
 
 from __future__ import annotations
 
-import html
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, redirect, request, url_for
+from demo_files import Base, Upload, database_path, grace_seconds, page_context, store_config
+from flask import Flask, redirect, render_template, request, url_for
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
+from async_hashfs import CompletedUpload
 from flask_shim import FlaskHashFS
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 fs = FlaskHashFS()
-
-PAGE = """<!doctype html>
-<html lang="en"><meta charset="utf-8"><title>async-hashfs demo (Flask)</title>
-<h1>async-hashfs demo (Flask)</h1>
-<form method="post" action="/upload" enctype="multipart/form-data">
-  <input type="file" name="file" multiple> <button>Upload</button>
-</form>
-<table>
-  <tr><th>file</th><th>size</th><th></th></tr>
-  {rows}
-</table>
-"""
-ROW = (
-    '<tr><td><a href="{url}">{id}</a></td><td>{size}</td>'
-    '<td><form method="post" action="/delete/{id}"><button>delete</button></form></td></tr>'
-)
+db = SQLAlchemy(metadata=Base.metadata)  # the shared table, on Flask-SQLAlchemy's session
 
 
-def create_app(root: str | None = None) -> Flask:
-    """Build the demo app on a store at ``root``."""
-    app = Flask(__name__)
-    app.config.update(
-        HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store-flask"),
-        HASHFS_PATH_PREFIX="/files",
-        HASHFS_MAX_SIZE=1 << 30,
-        HASHFS_SERVE=True,  # the extension serves /files/<relpath> (ETag, Range, 304)
+def record(row: Upload) -> Upload:
+    """Write the row of one upload."""
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+@fs.on_upload_complete
+def record_tus_upload(upload: CompletedUpload) -> None:
+    """The tus endpoint stored an upload: name it in the database, once.
+
+    The hook runs at least once per upload (again if a request after the last
+    byte finds it not done), so a row already written for this upload id stays.
+    """
+    known = select(Upload.id).where(Upload.upload_id == upload.upload_id)
+    if db.session.scalar(known) is not None:
+        return
+    size = os.path.getsize(upload.address.abspath)
+    row = Upload.of(upload.address, upload.filename, upload.filetype, size, upload.upload_id)
+    try:
+        record(row)
+    except IntegrityError:  # the same upload's hook, running at the same time, wrote it
+        db.session.rollback()
+
+
+def create_app(root: str | None = None, database: str | None = None) -> Flask:
+    """Build the demo app on a store at ``root`` and a SQLite file at ``database``."""
+    app = Flask(
+        __name__,
+        static_folder=os.path.join(HERE, "static"),
+        template_folder=os.path.join(HERE, "templates"),
     )
+    app.config.update(store_config(root, "demo-store-flask"))
+    path = database_path(database, app.config["HASHFS_ROOT_FOLDER"])
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
     fs.init_app(app)
+    db.init_app(app)
+    grace = grace_seconds()
+    with app.app_context():
+        db.create_all()
+
+    def as_json(row: Upload) -> dict[str, Any]:
+        return row.as_json(fs.url_for(row.relpath, external=False))
+
+    def named_ids() -> Iterator[str]:
+        """Every content id a row still names, streamed from the database."""
+        query = select(Upload.content_id).distinct().execution_options(yield_per=1000)
+        yield from db.session.scalars(query)
+
+    def sweep() -> list[str]:
+        """Remove the stored files no row names, once older than the grace period."""
+        removed: list[str] = []
+        fs.sweep(named_ids(), older_than=grace, on_remove=lambda a: removed.append(a.id))
+        return removed
 
     @app.get("/")
     def index() -> str:
-        rows = []
-        for path in fs.files():
-            address = fs.get(path)
-            if address is None:
-                continue
-            url = fs.url_for(address, external=False)
-            rows.append(
-                ROW.format(url=html.escape(url), id=address.id, size=os.path.getsize(path))
-            )
-        return PAGE.format(rows="\n  ".join(rows))
+        return render_template(
+            "index.html", **page_context(app.config, "async-hashfs demo (Flask)")
+        )
+
+    @app.get("/api/files")
+    def api_files() -> Any:
+        rows = db.session.scalars(select(Upload).order_by(Upload.created.desc(), Upload.id.desc()))
+        files = [as_json(row) for row in rows]
+        stored = db.session.scalar(select(func.count(Upload.relpath.distinct())))
+        return {"files": files, "stored": stored}
+
+    @app.delete("/api/files/<int:id>")
+    def api_delete(id: int) -> Any:
+        row = db.session.get(Upload, id)
+        if row is None:
+            return {"error": f"there is no file number {id} (deleted already?)"}, 404
+        db.session.delete(row)
+        db.session.commit()
+        return {"deleted": id, "removed": sweep()}
+
+    @app.post("/api/sweep")
+    def api_sweep() -> Any:
+        return {"removed": sweep()}
 
     @app.post("/upload")
     def upload() -> Any:
-        request.max_content_length = 1 << 30
+        """Multipart uploads: the page without JavaScript, ``curl -F file=@NAME``."""
+        request.max_content_length = app.config["HASHFS_MAX_SIZE"] + (1 << 20)
         uploads = fs.put_uploads()
+        rows = [
+            record(Upload.of(u.address, u.filename, u.content_type, u.size))
+            for _, u in uploads.files.items(multi=True)
+        ]
         if request.accept_mimetypes.best == "application/json":
-            return {
-                "files": [
-                    {
-                        "field": u.name,
-                        "id": u.address.id,
-                        "filename": u.filename,
-                        "size": u.size,
-                        "duplicate": u.address.is_duplicate,
-                        "url": fs.url_for(u.address),
-                    }
-                    for _, u in uploads.files.items(multi=True)
-                ]
-            }
-        return redirect(url_for("index"))
-
-    @app.route("/raw", methods=["POST", "PUT"])
-    def raw() -> Any:
-        request.max_content_length = 1 << 30
-        address = fs.put(request.stream, extension=request.args.get("ext"))
-        return {
-            "id": address.id,
-            "relpath": address.relpath,
-            "duplicate": address.is_duplicate,
-            "url": fs.url_for(address),
-        }
-
-    @app.post("/delete/<id>")
-    def delete(id: str) -> Any:
-        fs.delete(id)
+            return {"files": [as_json(row) for row in rows]}
         return redirect(url_for("index"))
 
     return app
 
 
 if __name__ == "__main__":
-    create_app().run(host="127.0.0.1", port=int(os.environ.get("PORT", "5001")))
+    create_app().run(
+        host="127.0.0.1", port=int(os.environ.get("PORT", "5001")), use_reloader=False
+    )

@@ -1,148 +1,151 @@
-"""Demo: a Quart app storing uploads in a local folder store.
+"""Demo: a Quart app whose uploads go into a content-addressed store, names into SQLite.
 
 Run ``python3 dev.py demo`` in a checkout (or, once that has made ``.venv``,
-``.venv/bin/python examples/quart_app.py``; with ``async-hashfs[quart]``
-installed, ``python examples/quart_app.py``) and open
-http://127.0.0.1:5000/. Settings come from environment variables:
-``HASHFS_ROOT_FOLDER`` (default ``./demo-store``) and ``PORT`` (5000).
+``.venv/bin/python examples/quart_app.py``) and open http://127.0.0.1:5000/.
+
+The store keeps bytes under their hash; the app keeps what people know a file
+by (name, type, size, time) in SQLite, one row per upload (``demo_files.Upload``),
+through SQLAlchemy's asyncio ORM on aiosqlite. The same bytes uploaded under
+two names are two rows and one stored file. Deleting a row removes the bytes
+only when no row names them any more, through ``sweep``. The page uploads with
+Uppy's Dashboard over tus (resumable), from ``static/vendor`` (built from
+``frontend/``, no network needed at run time).
+
+Settings come from environment variables: ``HASHFS_ROOT_FOLDER`` (default
+``./demo-store``), ``DEMO_DATABASE`` (default: the store's path plus
+``.sqlite3``), ``HASHFS_MAX_SIZE`` (bytes per file, default 1 GiB),
+``DEMO_SWEEP_GRACE`` (seconds an unnamed stored file is kept, default 300) and
+``PORT`` (5000).
 """
 
 from __future__ import annotations
 
-import html
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from quart import Quart, redirect, request, url_for
+from demo_files import Base, Upload, database_path, grace_seconds, page_context, store_config
+from quart import Quart, current_app, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from async_hashfs import QuartHashFS
+from async_hashfs import CompletedUpload, QuartHashFS
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 fs = QuartHashFS()
 
-PAGE = """<!doctype html>
-<html lang="en">
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>async-hashfs demo</title>
-<style>
-  body { font: 15px system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #222; }
-  #drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; }
-  #drop.over { background: #eef6ff; border-color: #2a6; }
-  ul { list-style: none; padding: 0; }
-  .upload progress { width: 16rem; vertical-align: middle; }
-  .duplicate .status { color: #a60; } .done .status { color: #2a6; }
-  .failed .status { color: #c22; }
-  table { border-collapse: collapse; width: 100%; margin-top: 1rem; }
-  td, th { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #ddd; }
-  .hash { font-family: ui-monospace, monospace; font-size: 12px; }
-</style>
-<h1>async-hashfs demo</h1>
-<form id="drop" method="post" action="/upload" enctype="multipart/form-data">
-  <p>Drop files here, or <input id="picker" type="file" name="file" multiple></p>
-  <noscript><button>Upload</button></noscript>
-</form>
-<ul id="uploads"></ul>
-<h2>Stored files <small id="count"></small></h2>
-<table>
-  <thead><tr><th>sha256</th><th>ext</th><th>size</th><th></th></tr></thead>
-  <tbody id="files">{rows}</tbody>
-</table>
-<p>Raw uploads work too: <code>curl -T FILE "http://127.0.0.1:5000/raw?ext=txt"</code></p>
-<script src="/static/demo.js"></script>
-"""
-ROW = (
-    '<tr><td><a class="hash" href="{url}">{id}</a></td><td>{ext}</td><td>{size}</td>'
-    '<td><form method="post" action="/delete/{id}"><button>delete</button></form></td></tr>'
-)
+
+async def record(row: Upload) -> Upload:
+    """Write the row of one upload in the current app's database."""
+    async with current_app.extensions["demo_sessions"]() as session, session.begin():
+        session.add(row)
+    return row
 
 
-async def stored_files() -> list[dict[str, Any]]:
-    """Every stored file, for the page and the JSON list."""
-    found = []
-    async for path in fs.files():
-        address = await fs.get(path)
-        if address is None:
-            continue
-        found.append(
-            {
-                "id": address.id,
-                "relpath": address.relpath,
-                "extension": os.path.splitext(address.relpath)[1],
-                "size": (await anyio.Path(path).stat()).st_size,
-                "url": fs.url_for(address, external=False),
-            }
-        )
-    return sorted(found, key=lambda file: file["relpath"])
+@fs.on_upload_complete
+async def record_tus_upload(upload: CompletedUpload) -> None:
+    """The tus endpoint stored an upload: name it in the database, once.
+
+    The hook runs at least once per upload (again if a request after the last
+    byte finds it not done), so a row already written for this upload id stays.
+    """
+    sessions = current_app.extensions["demo_sessions"]
+    async with sessions() as session:
+        known = select(Upload.id).where(Upload.upload_id == upload.upload_id)
+        if await session.scalar(known) is not None:
+            return
+    size = (await anyio.Path(upload.address.abspath).stat()).st_size
+    row = Upload.of(upload.address, upload.filename, upload.filetype, size, upload.upload_id)
+    try:
+        await record(row)
+    except IntegrityError:  # the same upload's hook, running at the same time, wrote it
+        pass
 
 
-def create_app(root: str | None = None) -> Quart:
-    """Build the demo app on a store at ``root``."""
-    app = Quart(__name__, static_folder=os.path.join(os.path.dirname(__file__), "static"))
-    app.config.update(
-        HASHFS_ROOT_FOLDER=root or os.environ.get("HASHFS_ROOT_FOLDER", "demo-store"),
-        HASHFS_PATH_PREFIX="/files",
-        HASHFS_MAX_SIZE=1 << 30,
-        HASHFS_SERVE=True,  # the extension serves /files/<relpath> (ETag, Range, 304)
+def create_app(root: str | None = None, database: str | None = None) -> Quart:
+    """Build the demo app on a store at ``root`` and a SQLite file at ``database``."""
+    app = Quart(
+        __name__,
+        static_folder=os.path.join(HERE, "static"),
+        template_folder=os.path.join(HERE, "templates"),
     )
+    app.config.update(store_config(root, "demo-store"))
     fs.init_app(app)
+    grace = grace_seconds()
+    path = database_path(database, app.config["HASHFS_ROOT_FOLDER"])
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    app.extensions["demo_sessions"] = sessions
+    app.jinja_env.get_template("index.html")  # read now, not on the event loop
+
+    @app.before_serving
+    async def create_tables() -> None:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    @app.after_serving
+    async def close_database() -> None:
+        await engine.dispose()
+
+    def as_json(row: Upload) -> dict[str, Any]:
+        return row.as_json(fs.url_for(row.relpath, external=False))
+
+    async def named_ids(session: AsyncSession) -> AsyncIterator[str]:
+        """Every content id a row still names, streamed from the database."""
+        async for content_id in await session.stream_scalars(select(Upload.content_id).distinct()):
+            yield content_id
+
+    async def sweep() -> list[str]:
+        """Remove the stored files no row names, once older than the grace period."""
+        removed: list[str] = []
+        async with sessions() as session:
+            await fs.sweep(
+                named_ids(session), older_than=grace, on_remove=lambda a: removed.append(a.id)
+            )
+        return removed
 
     @app.get("/")
     async def index() -> str:
-        rows = [
-            ROW.format(
-                url=html.escape(f["url"]),
-                id=f["id"],
-                ext=html.escape(f["extension"]),
-                size=f["size"],
-            )
-            for f in await stored_files()
-        ]
-        return PAGE.replace("{rows}", "\n  ".join(rows))
+        return await render_template(
+            "index.html", **page_context(app.config, "async-hashfs demo (Quart)")
+        )
 
     @app.get("/api/files")
     async def api_files() -> Any:
-        return {"files": await stored_files()}
+        async with sessions() as session:
+            rows = await session.scalars(
+                select(Upload).order_by(Upload.created.desc(), Upload.id.desc())
+            )
+            files = [as_json(row) for row in rows]
+            stored = await session.scalar(select(func.count(Upload.relpath.distinct())))
+        return {"files": files, "stored": stored}
 
-    @app.delete("/api/files/<id>")
-    async def api_delete(id: str) -> Any:
-        await fs.delete(id)
-        return {"deleted": id}
+    @app.delete("/api/files/<int:id>")
+    async def api_delete(id: int) -> Any:
+        async with sessions() as session, session.begin():
+            row = await session.get(Upload, id)
+            if row is None:
+                return {"error": f"there is no file number {id} (deleted already?)"}, 404
+            await session.delete(row)
+        return {"deleted": id, "removed": await sweep()}
+
+    @app.post("/api/sweep")
+    async def api_sweep() -> Any:
+        return {"removed": await sweep()}
 
     @app.post("/upload")
     async def upload() -> Any:
-        request.max_content_length = 1 << 30  # this route takes large files
+        """Multipart uploads: the page without JavaScript, ``curl -F file=@NAME``."""
+        request.max_content_length = app.config["HASHFS_MAX_SIZE"] + (1 << 20)
         uploads = await fs.put_uploads()
+        rows = [
+            await record(Upload.of(u.address, u.filename, u.content_type, u.size))
+            for _, u in uploads.files.items(multi=True)
+        ]
         if request.accept_mimetypes.best == "application/json":
-            return {
-                "files": [
-                    {
-                        "field": u.name,
-                        "id": u.address.id,
-                        "filename": u.filename,
-                        "size": u.size,
-                        "duplicate": u.address.is_duplicate,
-                        "url": fs.url_for(u.address),
-                    }
-                    for _, u in uploads.files.items(multi=True)
-                ]
-            }
-        return redirect(url_for("index"))
-
-    @app.route("/raw", methods=["POST", "PUT"])
-    async def raw() -> Any:
-        request.max_content_length = 1 << 30
-        address = await fs.put(request.body, extension=request.args.get("ext"))
-        return {
-            "id": address.id,
-            "relpath": address.relpath,
-            "duplicate": address.is_duplicate,
-            "url": fs.url_for(address),
-        }
-
-    @app.post("/delete/<id>")
-    async def delete(id: str) -> Any:
-        await fs.delete(id)
+            return {"files": [as_json(row) for row in rows]}
         return redirect(url_for("index"))
 
     return app

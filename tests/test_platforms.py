@@ -25,6 +25,7 @@ MODULES = [
     "tests/test_async_store.py",
     "tests/test_contract.py",
     "tests/test_hashfs_suite.py",
+    "tests/test_tus.py",
 ]
 #: Well above the masked run's usual time (about a minute), well inside CI's.
 BUDGET = 400

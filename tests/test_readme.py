@@ -55,6 +55,11 @@ class Block:
         return "s3://" in self.code
 
     @property
+    def is_tus_client(self) -> bool:
+        """A tus client: it needs a server (see test_tus_client_block_uploads_to_the_app)."""
+        return "TusClient(" in self.code
+
+    @property
     def defines_app(self) -> bool:
         return re.search(r"^app = ", self.code, re.MULTILINE) is not None
 
@@ -123,7 +128,9 @@ def clean_environment() -> dict[str, str]:
 
 
 def test_block_runs_as_a_program(block: tuple[Block, Path]) -> None:
-    _, path = block
+    found, path = block
+    if found.is_tus_client:
+        return  # run against the README's tus app by test_tus_client_block_uploads_to_the_app
     result = subprocess.run(
         [sys.executable, "-W", "error", path.name],
         cwd=path.parent,
@@ -192,7 +199,7 @@ def routes(app: Any) -> list[tuple[str, set[str]]]:
     """The app's own routes (not static files, not the extension's serving route)."""
     found = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint not in ("static", "hashfs_file"):
+        if rule.endpoint not in ("static", "hashfs_file", "hashfs_tus", "hashfs_tus_upload"):
             found.append((rule.rule, set(rule.methods or ()) - {"HEAD", "OPTIONS"}))
     return found
 
@@ -273,3 +280,47 @@ def test_block_app_does_what_the_readme_says(
         drive_flask(namespace)
     else:
         raise AssertionError(f"no driver for {type(app)}")
+
+
+def test_tus_client_block_uploads_to_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The README's tuspy block, run against its tus app under Hypercorn on 127.0.0.1."""
+    import httpx
+
+    from .test_e2e import hypercorn_server
+
+    [server_block] = [b for b in BLOCKS if b.defines_app and "HASHFS_TUS_PREFIX" in b.code]
+    [client_block] = [b for b in BLOCKS if b.is_tus_client]
+    app_path = tmp_path / "app" / "block.py"
+    app_path.parent.mkdir()
+    app_path.write_text(server_block.code, encoding="utf-8")
+    namespace = load_app(app_path, monkeypatch)
+    with hypercorn_server(namespace["app"]) as url:
+        placeholder = '"http://127.0.0.1:5000/tus"'
+        assert client_block.code.count(placeholder) == 1
+        client_path = tmp_path / "client" / "block.py"
+        client_path.parent.mkdir()
+        client_path.write_text(client_block.code.replace(placeholder, repr(f"{url}/tus")))
+        result = subprocess.run(
+            [sys.executable, "-W", "error", client_path.name],
+            cwd=client_path.parent,
+            env=clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        sent = (client_path.parent / "video.mp4").read_bytes()
+        stored_url = result.stdout.strip()
+        assert stored_url.endswith(".mp4")
+        served = httpx.get(url + path_of(stored_url))
+        assert served.status_code == 200
+        assert served.content == sent
+        refused = httpx.post(
+            f"{url}/tus",
+            headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1", "X-Upload-Token": "revoked"},
+        )
+        assert refused.status_code == 403
+    printed = capfd.readouterr().out
+    assert f"{hashlib.sha256(sent).hexdigest()} video.mp4 None " in printed

@@ -26,6 +26,7 @@ from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sweep import SweepReport
 from ._sync import SyncHashFS
+from ._tus import CompletedUpload
 from ._version import __version__
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "AsyncFileOpener",
     "AsyncHashFS",
     "AsyncTextFile",
+    "CompletedUpload",
     "FileTooLarge",
     "GCReport",
     "RepairReport",

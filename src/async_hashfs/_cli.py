@@ -39,6 +39,7 @@ from ._exceptions import HashFSError, InvalidId, NotFound
 from ._layout import Layout, normalize_extension
 from ._sweep import parse_duration
 from ._sync import SyncHashFS
+from ._tus_store import PartialReport, partial_store
 from ._version import __version__
 
 __all__ = ["app_group", "cli", "make_group"]
@@ -450,8 +451,16 @@ def ls(ctx: click.Context, long_: bool, as_json: bool) -> None:
 @_json
 @click.pass_context
 def stats(ctx: click.Context, top: int, as_json: bool) -> None:
-    """Count, total size, bytes by extension and the largest files."""
+    """Count, total size, bytes by extension and the largest files.
+
+    Resumable (tus) uploads not yet complete are counted apart: they are not
+    stored files yet.
+    """
     store = _store(ctx)
+    try:
+        partials = partial_store(store._engine).stats()
+    except NotImplementedError:
+        partials = PartialReport()
     count = total = 0
     by_extension: Counter[str] = Counter()
     files_by_extension: Counter[str] = Counter()
@@ -472,8 +481,13 @@ def stats(ctx: click.Context, top: int, as_json: bool) -> None:
             for ext, size in by_extension.most_common()
         },
         "largest": [{"relpath": relpath, "bytes": size} for size, relpath in largest],
+        "partial_uploads": {"count": len(partials.uploads), "bytes": partials.bytes},
     }
     lines = [f"root      {store.root}", f"files     {count}", f"bytes     {total}"]
+    if partials.uploads:
+        lines.append(
+            f"resumable uploads in progress: {len(partials.uploads)} ({partials.bytes} bytes)"
+        )
     lines += [
         f"  {ext:<10} {files_by_extension[ext]:>8} files {size:>14} bytes"
         for ext, size in by_extension.most_common()
@@ -589,8 +603,15 @@ def gc(ctx: click.Context, older_than: float | None, as_json: bool) -> None:
         "temp_bytes": report.temp_bytes,
         "folders": report.folders,
         "uploads": report.uploads,
+        "partial_uploads": report.partial_uploads,
+        "partial_bytes": report.partial_bytes,
     }
     uploads = f", aborted {len(report.uploads)} incomplete uploads" if report.uploads else ""
+    if report.partial_uploads:
+        uploads += (
+            f", removed {len(report.partial_uploads)} expired resumable uploads "
+            f"({report.partial_bytes} bytes)"
+        )
     _emit(
         data,
         as_json,

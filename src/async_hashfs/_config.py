@@ -7,6 +7,7 @@ new keys only add powers. No framework is imported here.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ __all__ = [
     "AppState",
     "ExtensionBase",
     "SERVE_ENDPOINT",
+    "TUS_ENDPOINTS",
     "Settings",
     "app_state",
     "check_host",
@@ -61,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "HASHFS_S3_PUBLIC_ENDPOINT": None,
     "HASHFS_SENDFILE": None,
     "HASHFS_ACCEL_PREFIX": "/_hashfs/",
+    "HASHFS_TUS_PREFIX": None,
+    "HASHFS_TUS_EXPIRY": 24 * 3600,
+    "HASHFS_TUS_IDLE_TIMEOUT": 60,
 }
 
 SENDFILE_HEADERS = {"x-accel-redirect": "X-Accel-Redirect", "x-sendfile": "X-Sendfile"}
@@ -117,6 +122,49 @@ def _algorithm(config: Mapping[str, Any]) -> tuple[str, int]:
     if size == 0:
         raise _invalid("HASHFS_ALGORITHM", accepted, value)
     return value, size * 2
+
+
+def _tus_settings(
+    config: Mapping[str, Any], serve_prefix: str | None
+) -> tuple[str | None, float | None, float | None]:
+    """Return ``HASHFS_TUS_PREFIX`` (without a trailing slash), ``HASHFS_TUS_EXPIRY`` and
+    ``HASHFS_TUS_IDLE_TIMEOUT``."""
+    prefix = config["HASHFS_TUS_PREFIX"]
+    accepted = 'None, or the URL path of the tus endpoint such as "/tus"'
+    if prefix is not None and (
+        not isinstance(prefix, str)
+        or not prefix.startswith("/")
+        or not prefix.strip("/")
+        or any(c in prefix for c in "<>?#% \t\n")
+    ):
+        raise _invalid("HASHFS_TUS_PREFIX", accepted, prefix)
+    if prefix is not None:
+        prefix = prefix.rstrip("/")
+        if serve_prefix is not None and serve_prefix.rstrip("/") == prefix:
+            raise ValueError(
+                '"HASHFS_TUS_PREFIX" must differ from the "HASHFS_PATH_PREFIX" files are '
+                f"served under, not both {prefix!r}"
+            )
+    expiry = _seconds(
+        config,
+        "HASHFS_TUS_EXPIRY",
+        "None (never) or the seconds an unfinished upload is kept, more than 0",
+    )
+    idle = _seconds(
+        config,
+        "HASHFS_TUS_IDLE_TIMEOUT",
+        "None (never) or the seconds a PATCH may send nothing, more than 0",
+    )
+    return prefix, expiry, idle
+
+
+def _seconds(config: Mapping[str, Any], key: str, accepted: str) -> float | None:
+    value = config[key]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise _invalid(key, accepted, value)
+    return float(value)
 
 
 def check_path_prefix(prefix: object) -> str:
@@ -181,6 +229,12 @@ class Settings:
     verify_on_read: bool
     s3_options: dict[str, Any]
     s3_redirect: bool
+    #: Where the tus endpoint is (``None``: no tus endpoint).
+    tus_prefix: str | None = None
+    #: Seconds an unfinished tus upload is kept after its last PATCH (``None``: no expiry).
+    tus_expiry: float | None = 24 * 3600.0
+    #: Seconds a tus PATCH may send nothing before it is ended, its bytes kept (Quart).
+    tus_idle_timeout: float | None = 60.0
 
     @classmethod
     def from_config(cls, config: MutableMapping[str, Any]) -> Settings:
@@ -259,7 +313,11 @@ class Settings:
         s3_redirect = _flag(config, "HASHFS_S3_REDIRECT")
         if s3_redirect and not root_folder.startswith("s3://"):
             raise ValueError('"HASHFS_S3_REDIRECT" needs an s3:// "HASHFS_ROOT_FOLDER"')
+        tus_prefix, tus_expiry, tus_idle = _tus_settings(config, prefix if serve else None)
         return cls(
+            tus_prefix=tus_prefix,
+            tus_expiry=tus_expiry,
+            tus_idle_timeout=tus_idle,
             s3_options=s3_options,
             s3_redirect=s3_redirect,
             verify_on_read=_flag(config, "HASHFS_VERIFY_ON_READ"),
@@ -359,7 +417,7 @@ class AppState(dict[str, Any]):
     attributes.
     """
 
-    __slots__ = ("presence", "settings", "store")
+    __slots__ = ("presence", "settings", "store", "tus")
 
     def __init__(self, settings: Settings, store: Any) -> None:
         #: A ``hashfs.HashFS`` on the same root, for code written for HashFS.
@@ -377,6 +435,8 @@ class AppState(dict[str, Any]):
         self.store = store
         #: Files answered 304 from the disk, for revalidations without a thread hop.
         self.presence = PresenceCache()
+        #: The tus protocol on the store's partial uploads (a ``TusProtocol``), if enabled.
+        self.tus: Any = None
 
     @property
     def client(self) -> Any:
@@ -388,10 +448,18 @@ class AppState(dict[str, Any]):
 EXTENSION = "hashfs"
 #: The endpoint of the serving route.
 SERVE_ENDPOINT = "hashfs_file"
+#: The endpoints of the tus routes: the creation URL, and each upload's URL.
+TUS_ENDPOINTS = ("hashfs_tus", "hashfs_tus_upload")
+#: Methods the tus routes take: tus's own, and the others HTTP clients send, so that the view
+#: answers them (405 with ``Tus-Resumable``) rather than the framework.
+_TUS_METHODS = ["OPTIONS", "POST", "HEAD", "PATCH", "DELETE", "GET", "PUT"]
 
 
 def register(
-    app: Any, make_store: Callable[[Settings], Any], serve_view: Callable[..., Any]
+    app: Any,
+    make_store: Callable[[Settings], Any],
+    serve_view: Callable[..., Any],
+    tus_view: Callable[..., Any] | None = None,
 ) -> AppState:
     """Do what ``init_app`` does alike on Quart and Flask.
 
@@ -417,8 +485,35 @@ def register(
         for rule in app.url_map.iter_rules()
     ):
         app.add_url_rule(settings.serve_rule, SERVE_ENDPOINT, serve_view, methods=["GET", "HEAD"])
+    if settings.tus_prefix is not None and tus_view is not None:
+        _register_tus(app, state, tus_view)
     app.cli.add_command(app_group(settings))
     return state
+
+
+def _register_tus(app: Any, state: AppState, view: Callable[..., Any]) -> None:
+    """Set up the tus endpoint: the protocol on the store's partial uploads, and its routes.
+
+    Raises:
+        NotImplementedError: the store's backend keeps no partial uploads.
+    """
+    from ._tus import TusProtocol
+    from ._tus_store import partial_store
+
+    settings = state.settings
+    state.tus = TusProtocol(
+        partial_store(state.store._engine), settings.max_size, settings.tus_expiry
+    )
+    prefix = settings.tus_prefix
+    rules = {(rule.endpoint, rule.rule) for rule in app.url_map.iter_rules()}
+    # ``path``: any URL under the prefix is the view's (an upload id with a slash is its 404).
+    upload_rule = f"{prefix}/<path:upload_id>"
+    for endpoint, rule in zip(TUS_ENDPOINTS, (prefix, upload_rule), strict=True):
+        if (endpoint, rule) not in rules:
+            # Every method is the view's: OPTIONS is tus's own, not the framework's.
+            app.add_url_rule(
+                rule, endpoint, view, methods=_TUS_METHODS, provide_automatic_options=False
+            )
 
 
 def app_state(app: Any, extension_name: str) -> AppState:
@@ -450,9 +545,39 @@ class ExtensionBase:
     """
 
     _name = "hashfs"
+    #: The app's tus hooks (see :meth:`on_upload_complete`, :meth:`authorize_upload`).
+    _tus_complete: Callable[[Any], Any] | None = None
+    _tus_authorize: Callable[[str, str | None], Any] | None = None
 
     def _current_app(self) -> Any:
         raise NotImplementedError
+
+    def on_upload_complete(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``func(upload)`` to run when a tus upload is stored (a decorator).
+
+        ``upload`` is a :class:`~async_hashfs.CompletedUpload`: its
+        ``address`` (``is_duplicate`` as a put reports it), ``upload_id``
+        and the client's decoded ``metadata`` (``upload.filename``,
+        ``upload.filetype``), so the app can record them. It runs in the
+        request that sent the last byte, after the file is stored; on Quart
+        it may be ``async`` (a plain function runs in a worker thread). If it
+        raises, the client gets the error, and the file stays stored.
+        """
+        self._tus_complete = func
+        return func
+
+    def authorize_upload(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``func(action, upload_id)`` to allow tus requests (a decorator).
+
+        ``action`` is ``"create"`` (``POST``), ``"resume"`` (``HEAD`` and
+        ``PATCH``) or ``"terminate"`` (``DELETE``); ``upload_id`` is ``None``
+        for ``"create"``. It runs in the request's context (read the session
+        or ``request.headers``); the request goes on only if it returns
+        ``True``, otherwise the client gets 403 (or the HTTP error it raises,
+        such as ``abort(401)``). On Quart it may be ``async``.
+        """
+        self._tus_authorize = func
+        return func
 
     def _request_host(self) -> str:
         raise NotImplementedError

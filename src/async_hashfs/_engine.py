@@ -307,6 +307,9 @@ class GCReport:
     folders: list[str] = field(default_factory=list)
     #: Incomplete multipart uploads aborted (object stores).
     uploads: list[str] = field(default_factory=list)
+    #: Resumable (tus) uploads removed past their expiry, by id, and the bytes they held.
+    partial_uploads: list[str] = field(default_factory=list)
+    partial_bytes: int = 0
 
 
 class BlobWriter:
@@ -475,6 +478,34 @@ class Engine:
                     checkpoint()
                 writer.write(chunk)
             return writer.commit(extension)
+
+    def commit_hashed(
+        self, fd: int, folder: Folder, name: str, id: str, extension: str = ""
+    ) -> HashAddress:
+        """Link a finished file whose hash is known into its content address.
+
+        For files written elsewhere than a :class:`BlobWriter` (a resumable
+        upload's partial file): ``fd`` is the file open, ``name`` its name in
+        ``folder`` (on the root's file system), ``id`` the hex digest of its
+        bytes with the store's algorithm (the caller vouches for it), and
+        ``extension`` normalized. Commits as a writer does: one atomic link,
+        the race between writers of the same bytes decided by the link, so
+        ``is_duplicate`` is exact. The file's own name stays; the caller
+        removes it. Without hard links the file is renamed instead.
+
+        Raises:
+            NotADirectoryError: a folder on the way is a symlink or a file.
+            FileExistsError: the address is taken by something not a file.
+            OSError: the disk failed.
+        """
+        relpath = self.layout.relpath(id, extension)
+        if self.fsync:
+            os.fsync(fd)
+        try:
+            is_duplicate = self._link_file(fd, relpath, folder, name)
+        except _LinkUnsupported:
+            is_duplicate = self._rename_into(folder, name, relpath)
+        return HashAddress(id, relpath, self.layout.abspath(relpath), is_duplicate)
 
     def _create_temp(self) -> tuple[int, str | None]:
         """Open a new temp file: ``(fd, None)`` without a name where possible, else named."""

@@ -22,6 +22,7 @@ __all__ = [
     "AddressShape",
     "Layout",
     "address_shape",
+    "extension_from_filename",
     "is_hex",
     "normalize_extension",
     "split_name",
@@ -58,6 +59,17 @@ def normalize_extension(extension: str | None) -> str:
     if len(bare) > MAX_EXTENSION or not _EXTENSION.fullmatch(bare):
         raise InvalidExtension(extension)
     return "." + bare
+
+
+def extension_from_filename(filename: str | None) -> str | None:
+    """Return the lower-cased extension of ``filename`` when it is a safe one, else ``None``."""
+    if not filename:
+        return None
+    suffix = os.path.splitext(filename.replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
+    try:
+        return normalize_extension(suffix) or None
+    except InvalidExtension:
+        return None
 
 
 def is_hex(value: str) -> bool:

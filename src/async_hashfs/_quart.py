@@ -23,6 +23,7 @@ from typing import Any, Literal, overload
 import anyio
 from quart import Quart, Response, abort, current_app, request
 from quart.asgi import ASGIHTTPConnection
+from werkzeug.exceptions import HTTPException
 
 from ._address import HashAddress
 from ._body import BoundedBody
@@ -33,6 +34,18 @@ from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
+from ._tus import (
+    ACTIONS,
+    RELPATH_HEADER,
+    URL_HEADER,
+    Outcome,
+    Transfer,
+    TusError,
+    TusProtocol,
+    TusResponse,
+)
+from ._tus import call_from_request as tus_call
+from ._tus import refused as tus_refused
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
@@ -154,6 +167,7 @@ class QuartHashFS(ExtensionBase):
                 upload_memory=s.upload_memory,
             ),
             _serve_file,
+            self._tus_view,
         )
         base = app.asgi_http_class
         if not issubclass(base, _BoundedConnection):
@@ -315,6 +329,104 @@ class QuartHashFS(ExtensionBase):
                 with anyio.CancelScope(shield=True):
                     await store._run(sink.abort)
                 raise
+
+    # -- the tus endpoint (HASHFS_TUS_PREFIX) ----------------------------------
+
+    async def _tus_view(self, upload_id: str | None = None) -> Response:
+        """The tus endpoint: the creation URL (``upload_id`` None) and each upload's URL."""
+        state = self._state
+        protocol = state.tus
+        prefix = state.settings.tus_prefix
+        if protocol is None or prefix is None:
+            abort(404)  # a route an earlier init_app added, with other settings
+        try:
+            call = tus_call(request, upload_id, prefix)
+            action = ACTIONS.get(call.method)
+            if action is not None and self._tus_authorize is not None:
+                allowed = await current_app.ensure_async(self._tus_authorize)(action, upload_id)
+                error = tus_refused(allowed)
+                if error is not None:
+                    raise error
+            store = self.store
+            started = await store._run(protocol.start, call)
+            if isinstance(started, Transfer):
+                started = await self._tus_transfer(store, protocol, started)
+            return await self._tus_outcome(protocol, started)
+        except TusError as exc:
+            return _tus_response(protocol.error(exc))
+        except HTTPException:
+            raise  # the app's own answer (an abort in a hook)
+        except Exception as exc:
+            return _tus_response(protocol.failed(exc))
+
+    async def _tus_transfer(
+        self, store: AsyncHashFS, protocol: Any, transfer: Transfer
+    ) -> Outcome:
+        """Feed the request body to ``transfer`` (in worker threads), then complete it."""
+        # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
+        request.max_content_length = _NO_BODY_LIMIT
+        failure: Exception | None = None
+        idle = self._state.settings.tus_idle_timeout
+        body = request.body if idle is None else _idle_bounded(request.body, idle)
+        try:
+            await store._pump(body, transfer.write)
+        except Exception as exc:
+            failure = exc
+        except BaseException:  # cancelled: the client went away; keep what arrived
+            with anyio.CancelScope(shield=True):
+                await store._run(protocol.cut_off, transfer)
+            raise
+        with anyio.CancelScope(shield=True):
+            outcome: Outcome = await store._run(protocol.complete, transfer, failure)
+        return outcome
+
+    async def _tus_outcome(self, protocol: TusProtocol, outcome: Outcome) -> Response:
+        headers = outcome.response.headers
+        if RELPATH_HEADER in headers:
+            headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
+        completed = outcome.completed
+        if completed is not None:
+            # At least once: until it returns, every request that sees the upload runs it.
+            if self._tus_complete is not None:
+                try:
+                    await current_app.ensure_async(self._tus_complete)(completed)
+                except Exception as exc:
+                    return _tus_response(protocol.hook_failed(completed, exc))
+            await self.store._run(protocol.hook_done, completed.upload_id)
+        return _tus_response(outcome.response)
+
+
+async def _idle_bounded(body: Any, idle: float) -> AsyncIterator[bytes]:
+    """The chunks of ``body``, ending with :class:`TimeoutError` once none came for ``idle`` s.
+
+    A client whose network died without closing the connection would hold its
+    upload's lock as long as the server keeps the connection (Hypercorn: for
+    ever); ended, the PATCH keeps what arrived and lets another take over.
+    """
+    chunks = body.__aiter__()
+    while True:
+        with anyio.fail_after(idle):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        yield chunk
+
+
+#: Bodies sent to the tus endpoint are bounded by each upload's length instead.
+_NO_BODY_LIMIT = 1 << 62
+
+
+def _tus_response(response: TusResponse) -> Response:
+    if response.body and request.method != "HEAD":
+        result = Response(response.body, response.status, response.headers)
+        result.headers["Content-Type"] = "text/plain; charset=utf-8"
+        return result
+    result = Response(_Bytes(b""), response.status, response.headers)
+    del result.headers["Content-Type"]
+    if request.method != "HEAD" and response.status not in (204, 304):
+        result.headers["Content-Length"] = "0"  # an empty body, not an empty chunked one
+    return result
 
 
 async def _serve_file(relpath: str) -> Response:

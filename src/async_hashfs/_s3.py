@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from ._extras import available, missing_extra
 
@@ -77,6 +77,10 @@ from ._engine import (
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
 from ._sweep import KeepSet, RemovedCallback, SweepReport
+from ._tus_local import TUS_DIRNAME
+
+if TYPE_CHECKING:
+    from ._tus_s3 import S3PartialStore
 
 __all__ = ["S3Engine", "StoreUnavailable", "describe_error", "part_size_for"]
 
@@ -102,6 +106,8 @@ PRESIGN_EXPIRES = 3600
 #: Tries of a conditional write that was refused while nothing was at the key.
 _TRIES = 3
 _VERIFIED_MAX = 65536
+#: Resumable (tus) uploads, which gc() leaves to their own expiry (see ``_tus_s3``).
+TUS_PREFIX = f"{TEMP_DIRNAME}/{TUS_DIRNAME}/"
 #: A conditional write refused: the key is taken (412) or a write raced it (409).
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")
 
@@ -114,6 +120,8 @@ _OWN_OPTIONS = (
     "public_endpoint",
     "presign_expires",
     "profile",
+    "copy_part_size",
+    "tus_lock_seconds",
 )
 
 
@@ -459,7 +467,12 @@ class S3Engine:
       for spooled uploads, the system's temp folder by default);
     - ``public_endpoint``: the endpoint put in presigned URLs, for browsers
       that cannot reach ``endpoint``; ``presign_expires`` (seconds, 3600);
-    - ``profile``: a ``~/.aws`` profile for credentials and region.
+    - ``profile``: a ``~/.aws`` profile for credentials and region;
+    - ``copy_part_size``: the largest range of one ``UploadPartCopy``
+      (default and most 5 GiB, least 5 MiB), for copies done in ranges;
+    - ``tus_lock_seconds``: how long a resumable upload stays locked by a
+      request whose server stopped renewing the lock (died), 6 by default
+      (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`.
 
     An ``http://`` endpoint (option, ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT``)
     allows plain HTTP by itself.
@@ -499,6 +512,13 @@ class S3Engine:
         self.size_limit = min(MAX_OBJECT, self.max_parts * MAX_PART)
         self.spool_dir: str | None = own.get("spool_dir")
         self.presign_expires = int(own.get("presign_expires", PRESIGN_EXPIRES))
+        copy_part = own.get("copy_part_size")
+        self.copy_part_size: int | None = None if copy_part is None else int(copy_part)
+        if self.copy_part_size is not None and not MIN_PART <= self.copy_part_size <= COPY_LIMIT:
+            raise ValueError("S3 copy_part_size must be within 5 MiB..5 GiB")
+        self.tus_lock_seconds = float(own.get("tus_lock_seconds", 6.0))
+        if not 0 < self.tus_lock_seconds < 86400:
+            raise ValueError("S3 tus_lock_seconds must be more than 0 and less than a day")
         self._profile: str | None = own.get("profile")
         # SeaweedFS, MinIO and AWS take a conditional copy with this header.
         settings.setdefault("copy_if_not_exists", "header:If-None-Match:*")
@@ -515,6 +535,7 @@ class S3Engine:
         self._public_client: Any = None
         self._presigned: dict[tuple[str, ...], tuple[str, float]] = {}
         self._verified: dict[str, str] = {}
+        self._partials: S3PartialStore | None = None
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 
@@ -666,12 +687,23 @@ class S3Engine:
             return True  # a duplicate: not one byte sent
         if self.commit_mode == "copy":
             return self._commit_by_copy(key, fd, size)
+        return self._until_stored(
+            lambda: self._upload(key, fd, size, conditional=True), key, size, "upload"
+        )
+
+    def _until_stored(self, write: Callable[[], bool], key: str, size: int, what: str) -> bool:
+        """Try the conditional ``write`` until it lands (``False``: a new object) or
+        ``key`` is seen holding ``size`` bytes (``True``: a duplicate).
+
+        Raises:
+            OSError: refused every time while nothing was at ``key``.
+        """
         for _ in range(_TRIES):
-            if self._upload(key, fd, size, conditional=True):
+            if write():
                 return False
             if self._seen(key, size):
                 return True
-        raise OSError(errno.EAGAIN, "the server refused the upload, yet the key is empty", key)
+        raise OSError(errno.EAGAIN, f"the server refused the {what}, yet the key is empty", key)
 
     def _upload(self, key: str, fd: int, size: int, conditional: bool) -> bool:
         """One multipart upload of ``fd`` to ``key``; ``False`` when refused (412 or 409).
@@ -762,9 +794,16 @@ class S3Engine:
                 return True
         raise OSError(errno.EAGAIN, "the server refused the copy, yet the key is empty", key)
 
-    def _copy_in_parts(self, source: str, key: str, size: int) -> None:
+    def _copy_in_parts(self, source: str, key: str, size: int, conditional: bool = False) -> bool:
+        """Copy ``source`` to ``key`` in ranges (``UploadPartCopy``), with no size ceiling.
+
+        Ranges are at most ``copy_part_size`` (5 GiB). ``conditional``
+        completes with ``If-None-Match: *``: returns ``False`` when refused
+        (the key is taken or a write raced it), the upload aborted.
+        """
         client = self.client
-        part = min(COPY_LIMIT, max(part_size_for(size, self.max_parts, self.part_size), 1 << 30))
+        limit = self.copy_part_size or COPY_LIMIT
+        part = min(limit, max(part_size_for(size, self.max_parts, self.part_size), 1 << 30))
         part = max(part, -(-size // self.max_parts))
         count = max(1, -(-size // part))
         full = self._full(key)
@@ -786,12 +825,56 @@ class S3Engine:
         try:
             parts = self._in_flight(copy, count)
             client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **({"IfNoneMatch": "*"} if conditional else {}),
             )
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            status, code = _error_code(exc)
+            if conditional and (status in (409, 412) or code in _REFUSED):
+                return False
             raise
+        return True
+
+    def commit_copy(self, source: str, key: str, size: int) -> bool:
+        """Copy the complete temp object ``source`` to the content key ``key``, race-safely.
+
+        The commit of a file whose hash became known only after its bytes
+        were on the bucket (a resumable upload). Return whether ``key``
+        already held it (``is_duplicate``): one HEAD first, then the same
+        conditional write as a large put. With ``commit="conditional"``, a
+        copy in ranges completed with ``If-None-Match: *`` (no 5 GiB
+        ceiling); with ``commit="copy"``, a conditional CopyObject (ranges
+        past 5 GiB). ``source`` stays; the caller removes it.
+
+        Raises:
+            FileExistsError: ``key`` holds an object of another size.
+            OSError: the server kept refusing while nothing was at ``key``.
+        """
+        if self._seen(key, size):
+            return True
+        if self.commit_mode == "copy":
+            return self._copy_new(source, key, size)
+        return self._until_stored(
+            lambda: self._copy_in_parts(source, key, size, conditional=True), key, size, "copy"
+        )
+
+    def partial_uploads(self) -> S3PartialStore:
+        """The resumable (tus) uploads of this store: multipart uploads on the bucket.
+
+        One :class:`~async_hashfs._tus_s3.S3PartialStore` per engine.
+        """
+        if self._partials is None:
+            from ._tus_s3 import S3PartialStore
+
+            with self._lock:
+                if self._partials is None:
+                    self._partials = S3PartialStore(self)
+        return self._partials
 
     def makepath(self, path: str) -> None:
         """Object stores have no folders."""
@@ -1016,7 +1099,9 @@ class S3Engine:
 
         Only those older than ``older_than`` seconds go (default: an hour,
         since no lock tells whether their writer lives); the value given is
-        used as it is, 0 included.
+        used as it is, 0 included. Resumable uploads (under
+        ``.hashfs-tmp/tus/``) are not touched: they go when they expire
+        (``S3PartialStore.collect``).
         """
         grace = TEMP_GRACE if older_than is None else float(older_than)
         if grace < 0:
@@ -1024,18 +1109,20 @@ class S3Engine:
         report = GCReport()
         cutoff = time.time() - grace
         for meta in self._objects(TEMP_DIRNAME + "/"):
+            if str(meta["path"]).startswith(TUS_PREFIX):
+                continue
             if meta["last_modified"].timestamp() <= cutoff:
                 with contextlib.suppress(FileNotFoundError, NotFoundError):
                     obstore.delete(self.store, meta["path"])
                     report.temp_files.append(self.layout.abspath(meta["path"]))
                     report.temp_bytes += int(meta["size"])
         for key, upload_id, started in self._incomplete_uploads():
-            if started <= cutoff:
+            relpath = key[len(self.prefix) + 1 :] if self.prefix else key
+            if started <= cutoff and not relpath.startswith(TUS_PREFIX):
                 with contextlib.suppress(Exception):
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=key, UploadId=upload_id
                     )
-                    relpath = key[len(self.prefix) + 1 :] if self.prefix else key
                     report.uploads.append(self.layout.abspath(relpath))
         return report
 

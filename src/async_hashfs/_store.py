@@ -37,6 +37,7 @@ from ._engine import Engine, GCReport, RepairReport, check_read_mode
 from ._layout import normalize_extension
 from ._sources import blocking_chunks, is_async_source
 from ._sweep import DEFAULT_GRACE, KeepSet, RemovedCallback, SweepReport
+from ._tus_store import collect_garbage
 
 __all__ = ["AsyncBinaryFile", "AsyncFileOpener", "AsyncHashFS", "AsyncTextFile"]
 
@@ -393,12 +394,14 @@ class AsyncHashFS(BaseHashFS):
         await self._run(self._engine.remove_empty, folder)
 
     async def gc(self, older_than: float | None = None) -> GCReport:
-        """Remove temp files of dead writers and empty folders.
+        """Remove temp files of dead writers, expired resumable uploads and empty folders.
 
         ``older_than`` (seconds) is used as given; ``None`` is the backend's
         default: 0 on a folder (locks protect live writers), an hour on S3.
+        Resumable (tus) uploads go once past their own expiry, counted apart
+        in the report's ``partial_uploads`` and ``partial_bytes``.
         """
-        return await self._run(self._engine.gc, older_than)
+        return await self._run(collect_garbage, self._engine, older_than)
 
     async def sweep(
         self,

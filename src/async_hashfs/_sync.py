@@ -19,6 +19,7 @@ from ._engine import GCReport, RepairReport
 from ._layout import normalize_extension
 from ._sources import blocking_chunks
 from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
+from ._tus_store import collect_garbage
 
 __all__ = ["SyncHashFS"]
 
@@ -141,12 +142,14 @@ class SyncHashFS(BaseHashFS):
         return self._engine.repair(extensions, foreign)
 
     def gc(self, older_than: float | None = None) -> GCReport:
-        """Remove temp files of dead writers and empty folders.
+        """Remove temp files of dead writers, expired resumable uploads and empty folders.
 
         ``older_than`` (seconds) is used as given; ``None`` is the backend's
         default: 0 on a folder (locks protect live writers), an hour on S3.
+        Resumable (tus) uploads go once past their own expiry, counted apart
+        in the report's ``partial_uploads`` and ``partial_bytes``.
         """
-        return self._engine.gc(older_than)
+        return collect_garbage(self._engine, older_than)
 
     def sweep(
         self,

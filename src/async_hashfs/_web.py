@@ -36,7 +36,7 @@ from werkzeug.http import parse_options_header
 from ._address import HashAddress
 from ._engine import BlobWriter, Engine
 from ._exceptions import FileTooLarge, HashFSError, InvalidExtension
-from ._layout import normalize_extension
+from ._layout import extension_from_filename
 
 __all__ = [
     "BadExtension",
@@ -157,17 +157,6 @@ def web_error(exc: Exception) -> Exception:
         logger.warning("upload refused, the store is full: %s", exc)
         return InsufficientStorage(exc)
     return exc
-
-
-def extension_from_filename(filename: str | None) -> str | None:
-    """Return the lower-cased extension of ``filename`` when it is a safe one, else ``None``."""
-    if not filename:
-        return None
-    suffix = os.path.splitext(filename.replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
-    try:
-        return normalize_extension(suffix) or None
-    except InvalidExtension:
-        return None
 
 
 @dataclass(frozen=True)
