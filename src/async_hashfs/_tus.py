@@ -521,9 +521,19 @@ class TusProtocol:
         self.partials.hook_done(upload_id)
 
     def cut_off(self, transfer: Transfer) -> None:
-        """End a transfer whose client went away: keep what arrived (a plain append),
-        moving the upload's expiry as a commit does."""
-        transfer.append.abort(self._expires())
+        """End a transfer cut short (the client went away or stalled): keep what arrived,
+        moving the upload's expiry as a commit does, unless the body is checksummed (then
+        all of it or nothing). A body of unknown length (chunked) is atomic only so that
+        one past the upload's length appends nothing; cut short, its bytes are kept too
+        (tus: keep as much of the data as possible)."""
+        append = transfer.append
+        if transfer.call.checksum is None:
+            try:
+                append.commit(self._expires())
+                return
+            except Exception:
+                _log.warning("keeping the bytes of a cut-off PATCH failed", exc_info=True)
+        append.abort(self._expires())
 
     def head(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
@@ -667,9 +677,10 @@ class TusProtocol:
         """
         append = transfer.append
         if failure is not None:
-            append.abort(self._expires())  # bytes a plain append kept move the expiry
             if isinstance(failure, (UploadTooLarge, FileTooLarge)):
+                append.abort()
                 raise TusError(413, f"{failure}; nothing was appended")
+            self.cut_off(transfer)
             if isinstance(failure, UploadLocked):
                 raise TusError(423, "the upload was taken over by another request") from None
             if isinstance(failure, TimeoutError):
