@@ -290,7 +290,8 @@ def test_server_killed_between_the_last_byte_and_storing_then_resumed(
 ) -> None:
     source = tmp_path / "last.bin"
     digest = random_file(source, 3 << 20, seed=5)
-    server = make_server(TUS_HANG_STORING="1")
+    marker = tmp_path / "storing"
+    server = make_server(TUS_HANG_STORING=str(marker))
     upload = uploader(server, source)
     upload.set_url(upload.create_url())
     failures: list[BaseException] = []
@@ -303,7 +304,6 @@ def test_server_killed_between_the_last_byte_and_storing_then_resumed(
 
     thread = threading.Thread(target=run)
     thread.start()
-    marker = server.root.parent / "storing"
     deadline = time.monotonic() + 60
     while not marker.exists():  # every byte is in, and storing has begun
         assert time.monotonic() < deadline, "the server never began storing"

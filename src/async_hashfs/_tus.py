@@ -426,6 +426,7 @@ class TusProtocol:
                 f"the file was stored as {completed.address.id}, but the app's completion"
                 f" hook failed ({type(exc).__name__}); HEAD or PATCH the upload again to"
                 " retry it",
+                self._address_headers(completed.address),
             )
         )
 
@@ -538,9 +539,12 @@ class TusProtocol:
     def head(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
         info = self._info(call.upload_id)
-        completed = None
-        with contextlib.suppress(UploadLocked):  # being stored: the address comes later
+        try:
             info, completed = self._stored(info)
+        except UploadLocked:
+            # Complete, and another request holds it (storing it, or a dead server's lease
+            # on s3): not a 200 without an address, which a client takes for done.
+            raise TusError(423, "the upload is being stored by another request") from None
         headers = self._state_headers(info)
         if info.length is None:
             headers["Upload-Defer-Length"] = "1"
