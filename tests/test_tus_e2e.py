@@ -284,16 +284,9 @@ def test_server_killed_at_random_points_and_resumed(
     assert [d["id"] for d in server.completed()] == [digest]
 
 
-@pytest.mark.timeout(180)
-def test_server_killed_between_the_last_byte_and_storing_then_resumed(
-    make_server: Callable[..., Server], tmp_path: Path
-) -> None:
-    source = tmp_path / "last.bin"
-    digest = random_file(source, 3 << 20, seed=5)
-    marker = tmp_path / "storing"
-    server = make_server(TUS_HANG_STORING=str(marker))
-    upload = uploader(server, source)
-    upload.set_url(upload.create_url())
+def kill_while_storing(server: Server, upload: Any, marker: Path) -> list[BaseException]:
+    """Send ``upload`` to a server started with ``TUS_HANG_STORING=marker``; kill the server
+    once every byte is in and storing has begun. Returns what the client raised."""
     failures: list[BaseException] = []
 
     def run() -> None:
@@ -305,11 +298,26 @@ def test_server_killed_between_the_last_byte_and_storing_then_resumed(
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 60
-    while not marker.exists():  # every byte is in, and storing has begun
+    while not marker.exists():
         assert time.monotonic() < deadline, "the server never began storing"
         time.sleep(0.01)
     server.kill()
     thread.join(60)
+    assert not thread.is_alive()
+    return failures
+
+
+@pytest.mark.timeout(180)
+def test_server_killed_between_the_last_byte_and_storing_then_resumed(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    source = tmp_path / "last.bin"
+    digest = random_file(source, 3 << 20, seed=5)
+    marker = tmp_path / "storing"
+    server = make_server(TUS_HANG_STORING=str(marker))
+    upload = uploader(server, source)
+    upload.set_url(upload.create_url())
+    failures = kill_while_storing(server, upload, marker)
     assert failures, "the client did not notice the kill"
     del server.env["TUS_HANG_STORING"]
     server.start()

@@ -52,6 +52,7 @@ from .test_tus_e2e import (
     _close_files,  # noqa: F401 - closes the files uploader() opened
     _Gate,
     final_headers,
+    kill_while_storing,
     random_file,
     uploader,
 )
@@ -877,19 +878,8 @@ def test_server_killed_between_the_last_byte_and_storing_then_resumed_elsewhere(
         upload = uploader(first, source)
         upload.set_url(upload.create_url())
         upload_id = upload.url.rsplit("/", 1)[1]
-
-        def run() -> None:
-            with contextlib.suppress(Exception):  # the server dies under it
-                upload.upload()
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        kill_while_storing(first, upload, marker)
         deadline = time.monotonic() + 60
-        while not marker.exists():  # every byte is in, and storing has begun
-            assert time.monotonic() < deadline, "the server never began storing"
-            time.sleep(0.01)
-        first.kill()
-        thread.join(60)
         record = partials(fs)._read(upload_id)[0]
         assert record["address"] is None and partials(fs).info(upload_id).complete
         lock = record["lock"]
