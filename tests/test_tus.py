@@ -846,6 +846,15 @@ def test_head_stores_a_complete_upload_left_unstored_and_runs_the_hook_once(tus:
     assert len(tus.completed) == 1  # not again
 
 
+def test_head_of_a_complete_upload_another_request_holds_is_423(tus: Tus) -> None:
+    url = _complete_but_unstored(tus)
+    with tus.partials.open_append(url.rsplit("/", 1)[1], len(DATA)) as holder:
+        reply = tus.head(url)  # not a 200 without an address: a client takes that for done
+        assert (reply.status, reply.header("Tus-Resumable")) == (423, "1.0.0")
+        holder.abort()
+    assert tus.head(url).header("HashFS-Id") == DATA_ID
+
+
 def test_patch_at_the_end_stores_a_complete_upload_left_unstored(tus: Tus) -> None:
     url = _complete_but_unstored(tus)
     assert tus.patch(url, 0, b"").status == 409
@@ -948,6 +957,7 @@ def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: 
     assert reply.status == 500
     assert reply.header("Tus-Resumable") == "1.0.0"
     assert b"completion hook failed" in reply.body and DATA_ID.encode() in reply.body
+    assert reply.header("HashFS-Id") == DATA_ID
     assert SyncHashFS(tus.root).verify(DATA_ID)  # the file is stored all the same
     assert tus.patch(url, len(DATA), b"").status == 500  # the hook ran again, and failed again
     reply = tus.head(url)

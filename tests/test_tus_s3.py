@@ -52,6 +52,7 @@ from .test_tus_e2e import (
     _close_files,  # noqa: F401 - closes the files uploader() opened
     _Gate,
     final_headers,
+    kill_while_storing,
     random_file,
     uploader,
 )
@@ -857,3 +858,41 @@ def test_record_writes_whose_answers_were_lost_still_count(
     append(fs, info.id, 7 * MIB, DATA[7 * MIB :])
     assert store.finish(info.id).id == DATA_ID
     assert read_back(fs, DATA_ID) == DATA
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_server_killed_between_the_last_byte_and_storing_then_resumed_elsewhere(
+    root: str, options: dict[str, Any], tmp_path: Path
+) -> None:
+    config = web_config(options, root, tus_lock_seconds=2)
+    source = tmp_path / "last.bin"
+    digest = random_file(source, 7 * MIB, seed=9)  # a part and a tail: stored by a copy
+    fs = server(root, options)
+    marker = tmp_path / "storing"
+    first = AppServer(root, tmp_path, config)
+    first.env["TUS_HANG_STORING"] = str(marker)
+    second = AppServer(root, tmp_path, config)
+    try:
+        first.start()
+        upload = uploader(first, source)
+        upload.set_url(upload.create_url())
+        upload_id = upload.url.rsplit("/", 1)[1]
+        kill_while_storing(first, upload, marker)
+        deadline = time.monotonic() + 60
+        record = partials(fs)._read(upload_id)[0]
+        assert record["address"] is None and partials(fs).info(upload_id).complete
+        lock = record["lock"]
+        while lock is not None and lock["until"] > time.time():  # the dead server's lease
+            assert time.monotonic() < deadline  # lapses (2 s)
+            time.sleep(0.1)
+        second.start()
+        resumed = uploader(second, source, url=f"{second.url}/tus/{upload_id}")
+        assert resumed.offset == 7 * MIB  # every byte in: tuspy sends nothing more
+        reply = httpx.head(f"{second.url}/tus/{upload_id}", headers=V)
+        assert reply.headers["HashFS-Id"] == digest
+        assert read_back(fs, digest) == source.read_bytes()
+        assert [(c["id"], c["upload_id"]) for c in second.completed()] == [(digest, upload_id)]
+    finally:
+        first.stop()
+        second.stop()

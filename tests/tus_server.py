@@ -9,9 +9,9 @@ completion hook appends one JSON line per finished upload to
 ``HASHFS_TUS_EXPIRY`` comes from ``TUS_EXPIRY`` when set. For an ``s3://``
 root, ``TUS_CONFIG`` holds more settings as JSON (``HASHFS_S3_ENDPOINT``...)
 and ``TUS_COMPLETED`` the path of the completion log. With ``TUS_HANG_STORING``
-set, storing a finished upload into its address blocks forever once it has
-touched ``ROOT/../storing``: a test kills the server there, between the last
-byte and the address.
+(a path), storing a finished upload into its address blocks forever once it
+has touched that file: a test kills the server there, between the last byte
+and the address.
 """
 
 from __future__ import annotations
@@ -53,18 +53,22 @@ def _record(root: str, upload: Any) -> None:
         log.write(line + "\n")
 
 
-def _hang_storing(root: str) -> None:
-    if not os.environ.get("TUS_HANG_STORING"):
+def _hang_storing() -> None:
+    marker = os.environ.get("TUS_HANG_STORING")
+    if not marker:
         return
     import threading
 
     from async_hashfs._engine import Engine
+    from async_hashfs._s3 import S3Engine
 
     def hang(*args: Any, **kwargs: Any) -> Any:
-        (Path(root).parent / "storing").touch()
+        Path(marker).touch()
         threading.Event().wait()
 
     Engine.commit_hashed = hang  # type: ignore[method-assign]
+    S3Engine.commit_copy = hang  # type: ignore[method-assign]
+    S3Engine._create = hang  # type: ignore[method-assign]
 
 
 def quart_app(root: str) -> Any:
@@ -72,7 +76,7 @@ def quart_app(root: str) -> Any:
 
     from async_hashfs import QuartHashFS
 
-    _hang_storing(root)
+    _hang_storing()
     app = Quart(__name__)
     app.config.update(_config(root))
     fs = QuartHashFS(app)
@@ -94,7 +98,7 @@ def flask_app(root: str) -> Any:
 
     from flask_shim import FlaskHashFS
 
-    _hang_storing(root)
+    _hang_storing()
     app = Flask(__name__)
     app.config.update(_config(root))
     fs = FlaskHashFS(app)

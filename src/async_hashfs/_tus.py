@@ -426,6 +426,7 @@ class TusProtocol:
                 f"the file was stored as {completed.address.id}, but the app's completion"
                 f" hook failed ({type(exc).__name__}); HEAD or PATCH the upload again to"
                 " retry it",
+                self._address_headers(completed.address),
             )
         )
 
@@ -521,16 +522,29 @@ class TusProtocol:
         self.partials.hook_done(upload_id)
 
     def cut_off(self, transfer: Transfer) -> None:
-        """End a transfer whose client went away: keep what arrived (a plain append),
-        moving the upload's expiry as a commit does."""
-        transfer.append.abort(self._expires())
+        """End a transfer cut short (the client went away or stalled): keep what arrived,
+        moving the upload's expiry as a commit does, unless the body is checksummed (then
+        all of it or nothing). A body of unknown length (chunked) is atomic only so that
+        one past the upload's length appends nothing; cut short, its bytes are kept too
+        (tus: keep as much of the data as possible)."""
+        append = transfer.append
+        if transfer.call.checksum is None:
+            try:
+                append.commit(self._expires())
+                return
+            except Exception:
+                _log.warning("keeping the bytes of a cut-off PATCH failed", exc_info=True)
+        append.abort(self._expires())
 
     def head(self, call: TusCall) -> Outcome:
         assert call.upload_id is not None
         info = self._info(call.upload_id)
-        completed = None
-        with contextlib.suppress(UploadLocked):  # being stored: the address comes later
+        try:
             info, completed = self._stored(info)
+        except UploadLocked:
+            # Complete, and another request holds it (storing it, or a dead server's lease
+            # on s3): not a 200 without an address, which a client takes for done.
+            raise TusError(423, "the upload is being stored by another request") from None
         headers = self._state_headers(info)
         if info.length is None:
             headers["Upload-Defer-Length"] = "1"
@@ -667,9 +681,10 @@ class TusProtocol:
         """
         append = transfer.append
         if failure is not None:
-            append.abort(self._expires())  # bytes a plain append kept move the expiry
             if isinstance(failure, (UploadTooLarge, FileTooLarge)):
+                append.abort()
                 raise TusError(413, f"{failure}; nothing was appended")
+            self.cut_off(transfer)
             if isinstance(failure, UploadLocked):
                 raise TusError(423, "the upload was taken over by another request") from None
             if isinstance(failure, TimeoutError):
