@@ -52,12 +52,12 @@ from ._layout import TEMP_DIRNAME
 from ._tus_store import (
     ID_PATTERN,
     LengthConflict,
-    OffsetMismatch,
     PartialReport,
     UploadInfo,
     UploadLocked,
     UploadNotFound,
     UploadTooLarge,
+    check_append,
     extension_of,
     new_upload_id,
 )
@@ -398,23 +398,11 @@ class LocalPartialStore:
             if fd < 0:
                 raise UploadNotFound(upload_id)  # finished
             current = os.fstat(fd).st_size
-            if offset != current:
-                raise OffsetMismatch(upload_id, current, offset)
-            if length is not None:
-                known = record.get("length")
-                if known is not None and known != length:
-                    raise LengthConflict(
-                        f"upload {upload_id!r} has a length of {known}, not {length}"
-                    )
-                if length < current:
-                    raise LengthConflict(
-                        f"a length of {length} is below the upload's offset of {current}"
-                    )
+            if check_append(upload_id, current, record.get("length"), offset, length):
                 self._check_length(length)
-                if known is None:
-                    # Recorded by the commit (or a plain abort): a refused append declares nothing.
-                    record["length"] = length
-                    record["declared"] = True
+                # Recorded by the commit (or a plain abort): a refused append declares nothing.
+                record["length"] = length
+                record["declared"] = True
             digest = self._caught_up_hash(upload_id, fd, current)
             os.lseek(fd, current, os.SEEK_SET)  # this append's own descriptor: writes follow
             if atomic:
