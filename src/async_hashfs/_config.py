@@ -558,10 +558,14 @@ class ExtensionBase:
         ``upload`` is a :class:`~async_hashfs.CompletedUpload`: its
         ``address`` (``is_duplicate`` as a put reports it), ``upload_id``
         and the client's decoded ``metadata`` (``upload.filename``,
-        ``upload.filetype``), so the app can record them. It runs in the
-        request that sent the last byte, after the file is stored; on Quart
-        it may be ``async`` (a plain function runs in a worker thread). If it
-        raises, the client gets the error, and the file stays stored.
+        ``upload.filetype``), so the app can record them. It runs after the
+        file is stored, in the request that sent the last byte; on Quart it
+        may be ``async`` (a plain function runs in a worker thread). It runs
+        at least once per upload, not exactly once: if it raises (or the
+        server dies before it returns), the file stays stored, the client
+        gets a 500 naming the file, and the next request that finds the
+        upload finished (the client's retry, a ``HEAD``) runs it again, so
+        make it idempotent (key the row on ``upload.upload_id``).
         """
         self._tus_complete = func
         return func
