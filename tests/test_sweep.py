@@ -535,6 +535,22 @@ def test_cli_sweep_errors(root: Path, tmp_path: Path) -> None:
     assert required.exit_code == 2 and "--keep" in required.stderr
 
 
+def test_cli_sweep_refuses_an_empty_keep(sync_fs: SyncHashFS, root: Path, tmp_path: Path) -> None:
+    # `failing-query | async-hashfs sweep --keep -` gives an empty list: removing every
+    # file then would be the worst way to find out the query failed.
+    address = sync_fs.put(b"x")
+    age(sync_fs, address)
+    (tmp_path / "keep").write_text("")
+    for args, stdin in ((["--keep", str(tmp_path / "keep")], None), (["--keep", "-"], b"")):
+        refused = sweep_cli(root, *args, "--older-than", "0", input=stdin)
+        assert refused.exit_code == 2, refused.output
+        assert "holds no id" in refused.stderr and "--allow-empty" in refused.stderr
+        assert sync_fs.exists(address.id)
+    allowed = sweep_cli(root, "--keep", "-", "--older-than", "0", "--allow-empty", input=b"")
+    assert allowed.exit_code == 0, allowed.output
+    assert not sync_fs.exists(address.id)
+
+
 @pytest.mark.parametrize("framework", ["flask", "quart"])
 def test_app_cli_sweeps_the_configured_store(framework: str, root: Path, tmp_path: Path) -> None:
     app: Any = Flask(__name__) if framework == "flask" else Quart(__name__)

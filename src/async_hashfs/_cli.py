@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -711,10 +712,20 @@ def _hash(path: str, algorithm: str) -> str:
     "recorded yet (90s, 15m, 2h, 7d; a bare number is seconds).",
 )
 @click.option("--dry-run", is_flag=True, help="Remove nothing; report what would go.")
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="Sweep even when --keep holds no id (every stored file older than --older-than goes).",
+)
 @_json
 @click.pass_context
 def sweep(
-    ctx: click.Context, keep_file: IO[bytes], older_than: str, dry_run: bool, as_json: bool
+    ctx: click.Context,
+    keep_file: IO[bytes],
+    older_than: str,
+    dry_run: bool,
+    allow_empty: bool,
+    as_json: bool,
 ) -> None:
     """Remove stored files whose id is not in --keep and older than --older-than.
 
@@ -722,6 +733,8 @@ def sweep(
     then a summary on standard error. The ids are read before anything is
     removed: a line that is not an id of this store stops the command (exit
     2) naming the line. Files not at a content address are never touched.
+    An empty --keep stops the command too (a query piped in that failed
+    before its first line looks just like that), unless --allow-empty.
     """
     try:
         grace = parse_duration(older_than)
@@ -731,8 +744,19 @@ def sweep(
     name = getattr(keep_file, "name", "-")
     source = "standard input" if name in ("-", "<stdin>") else repr(name)
 
+    try:
+        first = keep_file.readline()
+    except OSError as exc:
+        _fail(f"--keep {source}: cannot read: {exc.strerror or exc}")
+    if not first and not allow_empty:
+        _fail(
+            f"--keep {source} holds no id, so every stored file older than {older_than} would "
+            "go; if that is meant, pass --allow-empty (if the ids come from a command, check "
+            "that it succeeded)"
+        )
+
     def ids() -> Iterator[str]:
-        for line in keep_file:
+        for line in itertools.chain((first,) if first else (), keep_file):
             yield line.decode("utf-8", "replace").rstrip("\r\n")
 
     def removed(address: Any) -> None:
