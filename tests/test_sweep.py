@@ -695,3 +695,56 @@ async def test_async_s3_sweep(s3_server: Any) -> None:
     report = await fs.sweep(rows(), 0)
     assert (report.removed, report.kept) == (1, 1)
     assert await fs.exists(kept.id) and not await fs.exists(gone.id)
+
+
+# -- a sweep that dies between taking a file and deciding ----------------------
+
+#: Takes the one stored file into the temp folder as a sweep does, then dies
+#: (SIGKILL's effect: no cleanup) before it can look at it again.
+DIES_MID_SWEEP = """
+import os, sys
+import async_hashfs._engine as engine
+from async_hashfs import SyncHashFS
+
+real_rename = engine._folder.rename
+
+def rename_then_die(*args):
+    real_rename(*args)
+    os._exit(9)
+
+engine._folder.rename = rename_then_die
+SyncHashFS(sys.argv[1]).sweep([], older_than=0)
+"""
+
+
+def test_gc_puts_back_what_a_dead_sweep_took(sync_fs: SyncHashFS, root: Path) -> None:
+    # The file may be one a put was just told is stored (the sweep would have
+    # found it refreshed and put it back): gc must not remove it as debris.
+    import subprocess
+    import sys
+
+    address = sync_fs.put(b"taken by a sweep that died", "txt")
+    age(sync_fs, address)
+    died = subprocess.run([sys.executable, "-c", DIES_MID_SWEEP, str(root)], check=False)
+    assert died.returncode == 9
+    assert not sync_fs.exists(address.id) and len(temp_files(root)) == 1
+    sync_fs.gc()
+    assert sync_fs.exists(address.id)
+    with sync_fs.open(address.id) as stored:
+        assert stored.read() == b"taken by a sweep that died"
+    assert temp_files(root) == []
+
+
+def test_gc_leaves_a_live_sweeps_files_alone(sync_fs: SyncHashFS, root: Path) -> None:
+    import async_hashfs._engine as engine
+
+    address = sync_fs.put(b"a live sweep decides", "txt")
+    temp = root / ".hashfs-tmp"
+    temp.mkdir(exist_ok=True)
+    hidden = (
+        f"{os.getpid()}{engine._SWEPT_MARK}0123456789ab-1-"
+        f"{address.relpath.replace(os.sep, engine._SWEPT_SEP)}{engine._TEMP_SUFFIX}"
+    )
+    os.rename(address.abspath, temp / hidden)
+    sync_fs.gc()
+    assert (temp / hidden).exists() and not sync_fs.exists(address.id)

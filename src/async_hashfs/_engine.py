@@ -69,6 +69,10 @@ logger = logging.getLogger("async_hashfs")
 #: Read size for files and the unit of work between cancellation checks.
 CHUNK_SIZE = 1 << 20
 _TEMP_SUFFIX = ".tmp"
+#: In the temp name of a file a sweep took: ``<pid>-sweep-<token>-<n>-<relpath>.tmp``,
+#: the relpath's separators as ``_SWEPT_SEP`` (in no shard, id or extension).
+_SWEPT_MARK = "-sweep-"
+_SWEPT_SEP = "~"
 #: gc() leaves an empty temp file this young alone (its writer may be about to lock it).
 _FRESH = 2.0
 #: Without ``flock``, gc() also removes a live process's temp file untouched this long.
@@ -1300,6 +1304,9 @@ class Engine:
             with folder.scandir() as entries:
                 names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
             for name in names:
+                if _SWEPT_MARK in name:
+                    self._restore_swept(folder, name)
+                    continue
                 if not self._is_abandoned(folder, name, cutoff):
                     continue
                 # PermissionError: Windows keeps a file open elsewhere.
@@ -1316,6 +1323,26 @@ class Engine:
         with root:
             self._prune(root, top=True, removed=report.folders)
         return report
+
+    def _restore_swept(self, folder: Folder, name: str) -> None:
+        """Put back a file a sweep took, if the sweep's process died before deciding.
+
+        A sweep renames a file into the temp folder, looks at it again and
+        then removes it or puts it back; one killed in between leaves it
+        there. It may be a file a put was told is stored, so it goes back to
+        its address (to be swept again later if nothing refers to it). A live
+        sweep's files are its own to decide.
+        """
+        pid, _, rest = name.partition(_SWEPT_MARK)
+        parts = rest.split("-", 2)
+        if _process_alive(pid) or len(parts) != 3 or not parts[2].endswith(_TEMP_SUFFIX):
+            return
+        relpath = parts[2][: -len(_TEMP_SUFFIX)].replace(_SWEPT_SEP, os.sep)
+        if self.layout.parse_address(relpath) is None:
+            return  # not a name a sweep wrote
+        with contextlib.suppress(FileNotFoundError):
+            if self._rename_into(folder, name, relpath):  # its address was filled meanwhile
+                folder.unlink(name)
 
     def _prune(self, folder: Folder, top: bool, removed: list[str]) -> bool:
         """Remove the empty folders under ``folder``, deepest first, into ``removed``.
@@ -1480,7 +1507,7 @@ class _LocalSweep:
         self.on_remove = on_remove
         self.checkpoint = checkpoint
         self._temp: FolderPath | None = None
-        self._hidden = f"{os.getpid()}-sweep-{secrets.token_hex(6)}-"
+        self._hidden = f"{os.getpid()}{_SWEPT_MARK}{secrets.token_hex(6)}-"
         self._taken = 0
         self.depth = engine.layout.depth
         self.width = engine.layout.width
@@ -1626,7 +1653,9 @@ class _LocalSweep:
         back), ``None`` when it was gone already.
         """
         self._taken += 1
-        hidden = f"{self._hidden}{self._taken}{_TEMP_SUFFIX}"
+        # The address rides in the name, so that gc can put the file back if this
+        # process dies before it decided (see Engine._restore_swept).
+        hidden = f"{self._hidden}{self._taken}-{_SWEPT_SEP.join([*names, name])}{_TEMP_SUFFIX}"
         patience: _Patience | None = None
         while True:
             temp = self._temp_folder()
