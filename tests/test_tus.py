@@ -968,6 +968,31 @@ def test_a_failing_completion_hook_is_500_and_runs_again_until_it_succeeds(tus: 
     assert len(tus.completed) == 1  # at least once, and once it succeeded no more
 
 
+def test_a_hook_run_again_first_makes_its_file_new_or_answers_410(tus: Tus) -> None:
+    # The hook failed, so no row names the file: a sweep may take it before the retry.
+    fs = SyncHashFS(tus.root)
+    tus.hook_failures = 1
+    url = tus.create(len(DATA))
+    assert tus.patch(url, 0, DATA).status == 500
+    address = fs.get(DATA_ID)
+    assert address is not None
+    old = time.time() - 7200
+    os.utime(address.abspath, (old, old))
+    assert tus.head(url).status == 200  # the hook ran again, and its file is new again
+    assert [c.address.id for c in tus.completed] == [DATA_ID]
+    assert os.stat(address.abspath).st_mtime > old + 3600
+
+    tus.hook_failures = 1
+    url = tus.create(len(DATA))
+    assert tus.patch(url, 0, DATA).status == 500
+    fs.delete(DATA_ID)  # swept while no row named it
+    reply = tus.head(url)
+    assert reply.status == 410 and reply.header("Tus-Resumable") == "1.0.0"
+    reply = tus.patch(url, len(DATA), b"")
+    assert reply.status == 410 and b"upload it again" in reply.body
+    assert [c.address.id for c in tus.completed] == [DATA_ID]  # not run for a file that is gone
+
+
 def test_an_upload_taken_over_mid_patch_is_423_not_500(
     tus: Tus, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -259,6 +259,22 @@ def test_finish_marks_the_hook_pending_until_hook_done(backend: dict[str, Any]) 
     partials.hook_done("0" * 32)  # gone or never there: nothing happens
 
 
+def test_refresh_makes_the_stored_file_new_or_says_it_is_gone(backend: dict[str, Any]) -> None:
+    partials = partials_of(backend)
+    upload_id = partials.create(len(DATA)).id
+    append(partials, upload_id, 0, DATA)
+    address = partials.finish(upload_id)
+    fs = SyncHashFS(**backend)
+    # Older than any grace period: a sweep keeping nothing would take it, unless refreshed.
+    assert fs.sweep([], older_than=0, dry_run=True).removed == 1
+    time.sleep(1.1)  # S3 dates are whole seconds
+    assert partials_of(backend).refresh(address)
+    assert fs.sweep([], older_than=1, dry_run=True).removed == 0
+    fs.delete(address.id)
+    assert not partials_of(backend).refresh(address)
+    assert not fs.exists(address.id)  # refresh never stores anything
+
+
 def test_a_length_declared_by_an_append_counts_only_with_it(backend: dict[str, Any]) -> None:
     partials = partials_of(backend)
     upload_id = partials.create(None).id

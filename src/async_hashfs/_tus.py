@@ -491,6 +491,17 @@ class TusProtocol:
             with self._storing():
                 address = self.partials.finish(info.id, extension_of(info.metadata))
             info = dataclasses.replace(info, address=address, hook_pending=True)
+        elif info.address is not None and info.hook_pending:
+            # Stored by an earlier request whose hook failed: the app has no row for it,
+            # so a sweep may have taken it since, or may take it before the hook runs.
+            with self._storing():
+                there = self.partials.refresh(info.address)
+            if not there:
+                raise TusError(
+                    410,
+                    "this upload's file was removed before the app recorded it (a cleanup"
+                    " of unreferenced files took it); upload it again",
+                )
         if info.address is not None and info.hook_pending:
             completed = CompletedUpload(info.id, info.address, decode_metadata(info.metadata))
         return info, completed

@@ -450,6 +450,16 @@ class LocalPartialStore:
         self._forget_hash(upload_id)
         return address
 
+    def refresh(self, address: HashAddress) -> bool:
+        """Set the stored file's mtime to now (see ``PartialStore.refresh``)."""
+        try:
+            os.utime(self.engine.layout.abspath(address.relpath))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            pass  # another owner's file: it keeps its mtime, as a duplicate put's does
+        return True
+
     def hook_done(self, upload_id: str) -> None:
         """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``)."""
         with contextlib.suppress(UploadNotFound), self._folder_of(upload_id) as folders:

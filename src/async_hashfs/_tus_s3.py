@@ -599,6 +599,13 @@ class S3PartialStore:
             if int(meta["size"]) != _offset(record):
                 raise
 
+    def refresh(self, address: HashAddress) -> bool:
+        """Copy the stored object onto itself (see ``PartialStore.refresh``): a HEAD, a copy."""
+        meta = self.engine._head(address.relpath)
+        if meta is None:
+            return False
+        return self.engine._refresh_duplicate(address.relpath, int(meta["size"]))
+
     def hook_done(self, upload_id: str) -> None:
         """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``).
 

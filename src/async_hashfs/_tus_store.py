@@ -282,6 +282,15 @@ class PartialStore(Protocol):
             LengthConflict: the upload is not complete.
         """
 
+    def refresh(self, address: HashAddress) -> bool:
+        """Make the stored file at ``address`` look new, as a duplicate put does.
+
+        Called before the completion hook runs again for an upload finished
+        earlier: the app has not recorded the file yet, so a sweep must not
+        take it now. Returns ``False`` when the file is gone (a sweep or a
+        delete took it while no row named it).
+        """
+
     def hook_done(self, upload_id: str) -> None:
         """Record that the app's completion hook ran to its end for a finished upload.
 
