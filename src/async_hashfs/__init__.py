@@ -21,6 +21,7 @@ from ._exceptions import (
     InvalidSource,
     NotFound,
     ReadOnlyError,
+    SweepRunning,
 )
 from ._extras import available, missing_extra
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
@@ -49,6 +50,7 @@ __all__ = [
     "NotFound",
     "ReadOnlyError",
     "SweepReport",
+    "SweepRunning",
     "SyncHashFS",
 ]
 if not TYPE_CHECKING and not available("quart"):  # ``import *`` without the extra

@@ -10,7 +10,8 @@ already catches, so ``except ValueError`` and ``except IOError`` keep working::
     ├── FileTooLarge         (ValueError)   put() went past max_size
     ├── ReadOnlyError        (ValueError)   open() asked for a write mode
     ├── NotFound             (FileNotFoundError)   no stored file for a reference
-    └── CorruptFile          (OSError)      stored bytes no longer match their address
+    ├── CorruptFile          (OSError)      stored bytes no longer match their address
+    └── SweepRunning         (RuntimeError) another sweep of the same S3 store is running
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidSource",
     "NotFound",
     "ReadOnlyError",
+    "SweepRunning",
 ]
 
 
@@ -94,3 +96,7 @@ class CorruptFile(HashFSError, OSError):
         super().__init__(f"stored file {relpath!r} is corrupt: its bytes hash to {actual}")
         self.relpath = relpath
         self.actual = actual
+
+
+class SweepRunning(HashFSError, RuntimeError):
+    """Another sweep of the same S3 store holds its lease (one sweep runs at a time there)."""

@@ -76,6 +76,7 @@ from ._engine import (
 )
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
+from ._s3_sweep import RECORD_KEY, SWEEP_LEASE, SweepLease, guard, mark
 from ._sweep import KeepSet, RemovedCallback, SweepReport
 from ._tus_local import TUS_DIRNAME
 
@@ -122,6 +123,7 @@ _OWN_OPTIONS = (
     "profile",
     "copy_part_size",
     "tus_lock_seconds",
+    "sweep_lock_seconds",
 )
 
 
@@ -296,21 +298,32 @@ class S3Writer:
             self.write(chunk)
 
     def commit(self, extension: str = "") -> HashAddress:
-        """Make the object visible at its content key (or find it already there)."""
+        """Make the object visible at its content key (or find it already there).
+
+        Returns only once no sweep running can take the object (see
+        :func:`~async_hashfs._s3_sweep.guard`): one taken meanwhile is stored again.
+        """
         engine = self._engine
         id = self._hash.hexdigest()
         relpath = engine.layout.relpath(id, extension)
         key = _key(relpath)
         try:
-            for _ in range(_TRIES):
-                if self._spool is None:
-                    is_duplicate = engine._create(key, b"".join(self._buffer))
-                else:
-                    self._spool.flush()
-                    is_duplicate = engine._commit_file(key, self._spool.fileno(), self.size)
-                # A duplicate must look new to sweep(); one swept meanwhile is stored again.
-                if not is_duplicate or engine._refresh_duplicate(key, self.size):
-                    break
+            before = engine._sweep_mark()
+            if self._spool is None:
+                data = b"".join(self._buffer)
+
+                def store() -> bool:
+                    return engine._create(key, data)
+            else:
+                self._spool.flush()
+                fd, size = self._spool.fileno(), self.size
+
+                def store() -> bool:
+                    return engine._commit_file(key, fd, size)
+
+            is_duplicate = engine._store_fresh(key, self.size, store)
+            if engine._guard_put(key, before, store) == "restored":
+                is_duplicate = False
         finally:
             self.abort()
         return HashAddress(id, relpath, engine.layout.abspath(relpath), is_duplicate)
@@ -472,7 +485,10 @@ class S3Engine:
       (default and most 5 GiB, least 5 MiB), for copies done in ranges;
     - ``tus_lock_seconds``: how long a resumable upload stays locked by a
       request whose server stopped renewing the lock (died), 6 by default
-      (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`.
+      (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`;
+    - ``sweep_lock_seconds``: the lease of a running sweep (30 by default):
+      a sweep whose process died blocks the next one, and puts of the keys
+      it was deleting wait, at most this long; see :mod:`async_hashfs._s3_sweep`.
 
     An ``http://`` endpoint (option, ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT``)
     allows plain HTTP by itself.
@@ -519,6 +535,9 @@ class S3Engine:
         self.tus_lock_seconds = float(own.get("tus_lock_seconds", 6.0))
         if not 0 < self.tus_lock_seconds < 86400:
             raise ValueError("S3 tus_lock_seconds must be more than 0 and less than a day")
+        self.sweep_lock_seconds = float(own.get("sweep_lock_seconds", SWEEP_LEASE))
+        if not 0 < self.sweep_lock_seconds < 86400:
+            raise ValueError("S3 sweep_lock_seconds must be more than 0 and less than a day")
         self._profile: str | None = own.get("profile")
         # SeaweedFS, MinIO and AWS take a conditional copy with this header.
         settings.setdefault("copy_if_not_exists", "header:If-None-Match:*")
@@ -1101,7 +1120,7 @@ class S3Engine:
         since no lock tells whether their writer lives); the value given is
         used as it is, 0 included. Resumable uploads (under
         ``.hashfs-tmp/tus/``) are not touched: they go when they expire
-        (``S3PartialStore.collect``).
+        (``S3PartialStore.collect``); nor is the sweep record.
         """
         grace = TEMP_GRACE if older_than is None else float(older_than)
         if grace < 0:
@@ -1109,8 +1128,8 @@ class S3Engine:
         report = GCReport()
         cutoff = time.time() - grace
         for meta in self._objects(TEMP_DIRNAME + "/"):
-            if str(meta["path"]).startswith(TUS_PREFIX):
-                continue
+            if str(meta["path"]).startswith(TUS_PREFIX) or meta["path"] == RECORD_KEY:
+                continue  # a resumable upload; the sweep record (see sweep())
             if meta["last_modified"].timestamp() <= cutoff:
                 with contextlib.suppress(FileNotFoundError, NotFoundError):
                     obstore.delete(self.store, meta["path"])
@@ -1153,6 +1172,34 @@ class S3Engine:
             raise
         return True
 
+    # -- sweeping, and the puts that race it (see _s3_sweep) --------------
+
+    def _pause(self, point: str) -> None:
+        """Nothing: where tests hold a sweep or a put (``listed``, ``deleting``, ``stored``)."""
+
+    def _sweep_mark(self) -> str | None:
+        """The sweep record's ETag, read by a put before its last step (one HEAD)."""
+        return mark(self)
+
+    def _guard_put(
+        self, key: str, before: str | None, restore: Callable[[], object] | None
+    ) -> Literal["there", "restored", "gone"]:
+        """Return once no running sweep can take the object just stored at ``key``."""
+        return guard(self, key, before, restore)
+
+    def _store_fresh(self, key: str, size: int, store: Callable[[], bool]) -> bool:
+        """``store()`` the object at ``key``, making a duplicate look new; whether it was one.
+
+        A duplicate is copied onto itself (:meth:`_refresh_duplicate`); one
+        gone meanwhile (swept or deleted since it was seen) is stored again.
+        """
+        is_duplicate = False
+        for _ in range(_TRIES):
+            is_duplicate = store()
+            if not is_duplicate or self._refresh_duplicate(key, size):
+                break
+        return is_duplicate
+
     def sweep(
         self,
         keep: KeepSet,
@@ -1166,19 +1213,47 @@ class S3Engine:
         See :meth:`Engine.sweep`. The prefix is listed once, a page at a
         time; each page's objects to delete go in one batched request. Only
         content keys of this layout are looked at (never the temp prefix).
-        A duplicate put copies the object onto itself, so it looks new to
-        every sweep that lists it afterwards; a sweep that listed it just
-        before still deletes it (S3 has no rename to look again first), and
-        the put's bytes are then gone: the window is one listing page.
+
+        A put racing the sweep never loses its object: the sweep holds the
+        record ``.hashfs-tmp/sweep.json`` (:mod:`async_hashfs._s3_sweep`),
+        names each batch in it before deleting it, and leaves out the keys
+        puts named there meanwhile; a put that finds its key in a batch
+        waits for the batch and stores its bytes again. One sweep runs at a
+        time (a dry run takes no record and is never refused).
+
+        Raises:
+            SweepRunning: another sweep of the store holds the record, or
+                this one stalled past its lease and another took over.
         """
         report = SweepReport(dry_run=dry_run, keep_ids=len(keep))
+        lease = None if dry_run else SweepLease(self, self.sweep_lock_seconds)
+        if lease is not None:
+            lease.start()
+        try:
+            self._sweep_pages(report, lease, keep, cutoff, on_remove, checkpoint)
+        finally:
+            if lease is not None:
+                lease.end()
+        return report
+
+    def _sweep_pages(
+        self,
+        report: SweepReport,
+        lease: SweepLease | None,
+        keep: KeepSet,
+        cutoff: float,
+        on_remove: RemovedCallback | None,
+        checkpoint: Callable[[], None] | None,
+    ) -> None:
         layout = self.layout
         for batch in obstore.list(self.store, chunk_size=1000):
             if checkpoint is not None:
                 checkpoint()
             doomed: list[tuple[str, str, int]] = []
+            last = ""
             for meta in batch:
                 key = str(meta["path"])
+                last = max(last, key)
                 if key.startswith(TEMP_DIRNAME + "/"):
                     continue
                 parsed = layout.parse_address(key)
@@ -1190,16 +1265,45 @@ class S3Engine:
                     report.young += 1
                 else:
                     doomed.append((key, parsed[0], int(meta["size"])))
-            if doomed and not dry_run:
-                with contextlib.suppress(FileNotFoundError, NotFoundError):
-                    obstore.delete(self.store, [key for key, _, _ in doomed])
+            if doomed and lease is not None:
+                deleted = self._delete_batch(lease, doomed, last)
+                report.young += len(doomed) - len(deleted)  # stored again meanwhile
+                doomed = deleted
             for key, id, size in doomed:
                 self._verified.pop(key, None)
                 report.removed += 1
                 report.removed_bytes += size
                 if on_remove is not None:
                     on_remove(HashAddress(id, key, layout.abspath(key), False))
-        return report
+
+    def _delete_batch(
+        self, lease: SweepLease, doomed: list[tuple[str, str, int]], last: str
+    ) -> list[tuple[str, str, int]]:
+        """Name the batch in the record, delete it, clear it; return what was deleted.
+
+        Keys a put named in ``touched`` are left out (counted young by the caller).
+        """
+        self._pause("listed")
+        keys = [key for key, _, _ in doomed]
+
+        def decide(record: dict[str, Any]) -> dict[str, Any]:
+            touched = record.get("touched") or []
+            spared = set(touched)
+            return dict(
+                record,
+                listed_upto=max(last, str(record.get("listed_upto") or "")),
+                deleting=[key for key in keys if key not in spared],
+                touched=[key for key in touched if key > last],
+            )
+
+        deleting = set(lease.update(decide)["deleting"])
+        if deleting:
+            lease.check()
+            self._pause("deleting")
+            with contextlib.suppress(FileNotFoundError, NotFoundError):
+                obstore.delete(self.store, sorted(deleting))
+            lease.update(lambda record: dict(record, deleting=[]))
+        return [entry for entry in doomed if entry[0] in deleting]
 
     def _incomplete_uploads(self) -> Iterator[tuple[str, str, float]]:
         """``(key, upload id, start time)`` of every multipart upload under the prefix."""

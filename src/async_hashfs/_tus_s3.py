@@ -534,6 +534,7 @@ class S3PartialStore:
                 f"upload {upload_id!r} is not complete: {size} of {record.get('length')} bytes"
             )
         engine = self.engine
+        before = engine._sweep_mark()  # before the last step, for the sweep guard
         if record["upload"] is None:
             # Never filled a part: at most one part's bytes, put as a small put is.
             data = b"".join(
@@ -543,27 +544,45 @@ class S3PartialStore:
                 digest = hashlib.new(engine.layout.algorithm, data)
             id = digest.hexdigest()
             relpath = engine.layout.relpath(id, extension)
-            is_duplicate = engine._create(_key(relpath), data)
+            key = _key(relpath)
+
+            def store() -> bool:
+                return engine._create(key, data)
+
+            is_duplicate = engine._store_fresh(key, size, store)
         else:
             if record["pieces"]:
                 # A length declared once the bytes were in: the tail is the last part.
                 tail = _S3Append(self, held, size, None, atomic=True)
                 tail.send_tail()
-                record = held.record
             source = self.data_key(upload_id)
             id = "" if digest is None else digest.hexdigest()
             relpath = engine.layout.relpath(id, extension) if id else ""
-            if relpath and engine._seen(_key(relpath), size):
-                is_duplicate = True  # the parts are dropped with the multipart upload
-            else:
-                if not record["completed"]:
-                    self._complete(upload_id, record)
-                    held.save(dict(record, completed=True))
-                    record = held.record
+            key = _key(relpath)
+
+            def complete() -> None:
+                if not held.record["completed"]:
+                    self._complete(upload_id, held.record)
+                    held.save(dict(held.record, completed=True))
+
+            def store() -> bool:
+                complete()
+                return engine.commit_copy(source, key, size)
+
+            # A duplicate is made new; the parts are dropped with the multipart upload.
+            is_duplicate = bool(
+                relpath and engine._seen(key, size) and engine._refresh_duplicate(key, size)
+            )
+            if not is_duplicate:
                 if not id:
+                    complete()
                     id = engine.hash_file(source, checkpoint=held.check)
                     relpath = engine.layout.relpath(id, extension)
-                is_duplicate = engine.commit_copy(source, _key(relpath), size)
+                    key = _key(relpath)
+                is_duplicate = engine._store_fresh(key, size, store)
+        if engine._guard_put(key, before, store) == "restored":
+            is_duplicate = False
+        record = held.record
         self._forget_hash(upload_id)
         finished = dict(
             record,
@@ -600,11 +619,17 @@ class S3PartialStore:
                 raise
 
     def refresh(self, address: HashAddress) -> bool:
-        """Copy the stored object onto itself (see ``PartialStore.refresh``): a HEAD, a copy."""
-        meta = self.engine._head(address.relpath)
-        if meta is None:
+        """Copy the stored object onto itself (see ``PartialStore.refresh``): a HEAD, a copy.
+
+        ``False`` also when a running sweep was deleting it (see ``_s3_sweep.guard``).
+        """
+        engine = self.engine
+        key = _key(address.relpath)
+        before = engine._sweep_mark()
+        meta = engine._head(key)
+        if meta is None or not engine._refresh_duplicate(key, int(meta["size"])):
             return False
-        return self.engine._refresh_duplicate(address.relpath, int(meta["size"]))
+        return engine._guard_put(key, before, None) == "there"
 
     def hook_done(self, upload_id: str) -> None:
         """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``).

@@ -1,0 +1,311 @@
+"""How a sweep and the puts it races agree on an S3 bucket: one record object.
+
+S3 has no rename and no conditional delete, so a sweep cannot look at an
+object again just before it deletes it, as the local sweep does. The sweep
+and the puts instead share ``.hashfs-tmp/sweep.json`` under the root, a small
+JSON record changed only by conditional PUTs (``If-None-Match: *`` to create,
+``If-Match`` its ETag for every change; SeaweedFS, MinIO, AWS and R2 honour
+both atomically):
+
+- ``owner``, ``until``, ``state``: the running sweep's token and lease (renewed
+  every third of it by a thread of the sweep, lapsed when its process died);
+  a sweep that ends leaves the record ``done``, never deletes it;
+- ``listed_upto``: the last key of the listing pages already decided (S3
+  lists keys in ascending order);
+- ``deleting``: the keys of the one batch being deleted now;
+- ``touched``: keys past ``listed_upto`` that puts stored meanwhile: the
+  sweep leaves them out of the batch of their page.
+
+The sweep, for each listed page with objects to delete, writes ``deleting``
+(minus ``touched``) and ``listed_upto`` in one conditional PUT (refused:
+a put changed the record; read it again and decide again), sends one
+DeleteObjects while its lease holds, then clears ``deleting``.
+
+A put that ends with an object at a content key (a new object, a duplicate
+made new, a resumable upload's commit, a completion hook run again) reads
+the record's ETag before its last step (a HEAD) and the record after it (a
+GET). The same ETag and no live sweep: no sweep ran in between, and the put
+is done (two small requests). Otherwise (:func:`guard`) it makes sure the
+running sweep cannot take the key (waits while the key is in ``deleting``,
+at most the lease; adds it to ``touched`` when the sweep has not decided its
+page yet), then looks at the key: gone (a batch took it), it stores its
+bytes again. Only then is the put told "stored".
+
+Limits: the servers' clocks must agree to well within the lease; a sweep
+process that freezes for longer than its lease between its last lease check
+and its DeleteObjects request may still delete (S3 cannot fence it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
+
+from ._exceptions import SweepRunning
+from ._layout import TEMP_DIRNAME
+
+if TYPE_CHECKING:
+    from ._s3 import S3Engine
+
+__all__ = ["RECORD_KEY", "SWEEP_LEASE", "SweepLease", "guard", "mark"]
+
+#: The record's key under the root (in the temp prefix: never listed as a stored file).
+RECORD_KEY = f"{TEMP_DIRNAME}/sweep.json"
+#: Seconds a sweep's lease lasts unless renewed (the ``sweep_lock_seconds`` option).
+SWEEP_LEASE = 30.0
+#: Times a put stores its bytes again before it gives up (each time a new sweep took them).
+_RESTORES = 5
+#: First and longest wait of a put whose key is being deleted, in seconds.
+_WAIT_FIRST = 0.02
+_WAIT_MOST = 0.5
+
+#: What :func:`guard` found: the object stayed, was stored again, or is gone.
+Outcome = Literal["there", "restored", "gone"]
+Record = dict[str, Any]
+
+
+def read(engine: S3Engine) -> tuple[Record | None, str | None]:
+    """The record and its ETag, or ``(None, None)`` when no sweep ever ran here.
+
+    A record that is not JSON (cut short, written by hand) reads as ``{}``:
+    no live sweep, taken over by the next one.
+    """
+    try:
+        result = obstore.get(engine.store, RECORD_KEY)
+        data = bytes(result.bytes())
+    except (FileNotFoundError, NotFoundError):
+        return None, None
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    return record, str(result.meta["e_tag"])
+
+
+def mark(engine: S3Engine) -> str | None:
+    """The record's ETag (one HEAD), read by a put before its last step; ``None``: none."""
+    meta = engine._head(RECORD_KEY)
+    return None if meta is None else str(meta.get("e_tag"))
+
+
+def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
+    """Put ``record`` if the record is still at ``etag`` (``None``: if there is none).
+
+    Returns the new ETag, or ``None`` when refused (the record changed). Each
+    write has its own ``rev``, so that a write that landed but whose answer
+    was lost (the client retried and was refused) is known for ours.
+    """
+    rev = secrets.token_hex(8)
+    data = json.dumps(dict(record, rev=rev), separators=(",", ":")).encode()
+    mode: Any = "create" if etag is None else {"e_tag": etag}
+    try:
+        result = obstore.put(engine.store, RECORD_KEY, data, mode=mode)
+    except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError):
+        found, found_etag = read(engine)
+        if found is not None and found.get("rev") == rev:
+            return found_etag
+        return None
+    return str(result["e_tag"])
+
+
+def live(record: Record | None, now: float | None = None) -> bool:
+    """Whether ``record`` names a running sweep whose lease has not lapsed."""
+    if not record or record.get("state") != "running":
+        return False
+    try:
+        until = float(record["until"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return until > (time.time() if now is None else now)
+
+
+def _when(seconds: object) -> str:
+    try:
+        moment = datetime.fromtimestamp(float(seconds), timezone.utc)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class SweepLease:
+    """The record, held by one running sweep: start, change, renew, end.
+
+    Every change goes through :meth:`update`, which renews the lease with the
+    same write; a thread renews it every third of the lease meanwhile.
+    """
+
+    def __init__(self, engine: S3Engine, lease: float) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.token = secrets.token_hex(8)
+        self.record: Record = {}
+        self.etag: str | None = None
+        self.until = 0.0
+        self.lost = False
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _where(self) -> str:
+        return self.engine.layout.root
+
+    def start(self) -> None:
+        """Take the record for this sweep.
+
+        Raises:
+            SweepRunning: another sweep holds it (its lease not lapsed).
+        """
+        for _ in range(8):
+            record, etag = read(self.engine)
+            if live(record):
+                assert record is not None
+                raise SweepRunning(
+                    f"another sweep of {self._where()} is running (started "
+                    f"{_when(record.get('started'))}, its lease runs to "
+                    f"{_when(record.get('until'))}): wait for it to end; if its process died, "
+                    f"sweep again once the lease lapses ({self.lease:g} s, the "
+                    '"sweep_lock_seconds" option)'
+                )
+            now = time.time()
+            new = {
+                "owner": self.token,
+                "state": "running",
+                "started": now,
+                "until": now + self.lease,
+                "listed_upto": "",
+                "deleting": [],
+                "touched": [],
+            }
+            written = write(self.engine, new, etag)
+            if written is not None:
+                self.record, self.etag, self.until = new, written, now + self.lease
+                self._renewer = threading.Thread(
+                    target=self._renew, name="hashfs-s3-sweep-lease", daemon=True
+                )
+                self._renewer.start()
+                return
+        raise SweepRunning(f"the sweep record of {self._where()} kept changing: sweep again")
+
+    def _lost(self) -> SweepRunning:
+        self.lost = True
+        return SweepRunning(
+            f"this sweep of {self._where()} lost its lease (it stalled past "
+            f"{self.lease:g} s and another sweep took over); it removed nothing more"
+        )
+
+    def update(self, change: Callable[[Record], Record]) -> Record:
+        """Write ``change(record)`` with the lease renewed; return what was written.
+
+        A write refused because a put changed the record meanwhile is done
+        again on the record read anew.
+
+        Raises:
+            SweepRunning: the lease lapsed, or another sweep took the record.
+        """
+        with self._mutex:
+            record, etag = self.record, self.etag
+            while True:
+                if self.lost or time.time() >= self.until:
+                    raise self._lost()
+                if record.get("owner") != self.token or record.get("state") != "running":
+                    raise self._lost()
+                until = time.time() + self.lease
+                new = dict(change(dict(record)), until=until)
+                new.pop("rev", None)
+                written = write(self.engine, new, etag)
+                if written is not None:
+                    self.record, self.etag, self.until = new, written, until
+                    return new
+                found, etag = read(self.engine)
+                if found is None:
+                    raise self._lost()
+                record = found
+
+    def check(self) -> None:
+        """Raise :class:`SweepRunning` unless at least a third of the lease is left."""
+        if self.lost or time.time() >= self.until - self.lease / 3:
+            raise self._lost()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.update(lambda record: record)
+            except SweepRunning:
+                return
+            except Exception:
+                continue  # the server did not answer: try again, within the lease
+
+    def end(self) -> None:
+        """Leave the record ``done`` (puts that look at it see the sweep ended)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        with contextlib.suppress(SweepRunning):
+            self.update(lambda record: dict(record, state="done", deleting=[], touched=[]))
+
+
+def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None) -> str | None:
+    """Wait until the running sweep (if any) can no longer take ``key``; the last ETag seen.
+
+    While ``key`` is in the batch being deleted, the record is read again
+    (with backoff) until it changes or the sweep's lease lapses; a key the
+    sweep has not decided yet is added to ``touched``.
+    """
+    wait = _WAIT_FIRST
+    while True:
+        now = time.time()
+        if not live(record, now):
+            return etag
+        assert record is not None
+        if key in record.get("deleting", ()):
+            time.sleep(max(0.0, min(wait, float(record["until"]) - now)))
+            wait = min(wait * 2, _WAIT_MOST)
+            record, etag = read(engine)
+            continue
+        touched = list(record.get("touched", ()))
+        if key <= str(record.get("listed_upto", "")) or key in touched:
+            return etag
+        written = write(engine, dict(record, touched=[*touched, key]), etag)
+        if written is not None:
+            return written
+        record, etag = read(engine)
+
+
+def guard(
+    engine: S3Engine, key: str, before: str | None, restore: Callable[[], object] | None
+) -> Outcome:
+    """Make sure the object a put just stored at ``key`` stays (see the module's doc).
+
+    ``before`` is :func:`mark` read before the put's last step; ``restore``
+    stores the put's bytes at ``key`` again (``None``: a put that has none
+    left, told ``"gone"`` instead).
+
+    Raises:
+        OSError: sweeps took the bytes again each time they were stored.
+    """
+    engine._pause("stored")
+    restored = False
+    for _ in range(_RESTORES):
+        record, etag = read(engine)
+        if etag == before and not live(record):
+            return "restored" if restored else "there"
+        before = _settled(engine, key, record, etag)
+        if engine._head(key) is not None:
+            return "restored" if restored else "there"
+        if restore is None:
+            return "gone"
+        restore()
+        restored = True
+    raise OSError(errno.EAGAIN, "sweeps kept removing the object this put stored again", key)
