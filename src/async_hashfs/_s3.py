@@ -1175,7 +1175,8 @@ class S3Engine:
     # -- sweeping, and the puts that race it (see _s3_sweep) --------------
 
     def _pause(self, point: str) -> None:
-        """Nothing: where tests hold a sweep or a put (``listed``, ``deleting``, ``stored``)."""
+        """Nothing: where tests hold a sweep (``listed``, ``deleting``) or a put (``stored``,
+        ``waiting`` for a batch that holds its key)."""
 
     def _sweep_mark(self) -> str | None:
         """The sweep record's ETag, read by a put before its last step (one HEAD)."""

@@ -270,6 +270,7 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
             return etag
         assert record is not None
         if key in record.get("deleting", ()):
+            engine._pause("waiting")
             time.sleep(max(0.0, min(wait, float(record["until"]) - now)))
             wait = min(wait * 2, _WAIT_MOST)
             record, etag = read(engine)
