@@ -250,7 +250,7 @@ def test_a_second_sweep_is_refused_while_one_runs(
     hold_delete(monkeypatch, before=deleting)
     first = Running(lambda: fs.sweep([], older_than=0))
     deleting.wait()
-    with pytest.raises(SweepRunning, match="another sweep of s3://.* is running"):
+    with pytest.raises(SweepRunning, match=r"another sweep of s3://.* is running"):
         fs.sweep([], older_than=0)
     assert fs.sweep([], older_than=0, dry_run=True).removed == 1  # a dry run is not refused
     deleting.open()
@@ -364,3 +364,55 @@ def test_puts_racing_a_sweep_of_everything_keep_their_objects(
     assert len(results) >= 48
     lost = [data for address, data in results if not stored(fs, address, data)]
     assert lost == []
+
+
+# -- resumable (tus) uploads ------------------------------------------------------
+
+
+def tus_upload(fs: SyncHashFS, data: bytes) -> str:
+    """A complete resumable upload of ``data`` (under one part), not yet finished."""
+    store = fs._engine.partial_uploads()  # type: ignore[attr-defined]
+    info = store.create(len(data))
+    with store.open_append(info.id, 0) as patch:
+        patch.write(data)
+        patch.commit()
+    return str(info.id)
+
+
+def test_finishing_a_resumable_duplicate_while_its_object_is_swept_keeps_it(
+    fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"uploaded by tus while the sweep deletes it"
+    first = fs.put(data)
+    upload_id = tus_upload(fs, data)
+    listed, found = Gate(), Gate()
+    hold_listing(monkeypatch, fs, listed)
+    hold_put(monkeypatch, fs, "_create", found)
+    sweep = Running(lambda: fs.sweep([], older_than=0))
+    listed.wait()
+    finish = Running(lambda: fs._engine.partial_uploads().finish(upload_id))  # type: ignore[attr-defined]
+    found.wait()  # the commit found the object there
+    listed.open()
+    assert sweep.outcome().removed == 1
+    found.open()
+    assert finish.outcome().id == first.id
+    assert stored(fs, first, data)
+
+
+def test_a_hook_rerun_refresh_of_a_swept_object_says_it_is_gone(
+    fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh copies the object before the batch deletes it: still gone (410)."""
+    address = fs.put(b"refreshed for a hook run again")
+    listed, copied = Gate(), Gate()
+    hold_listing(monkeypatch, fs, listed)
+    hold_put(monkeypatch, fs, "_refresh_duplicate", copied)
+    sweep = Running(lambda: fs.sweep([], older_than=0))
+    listed.wait()
+    refresh = Running(lambda: fs._engine.partial_uploads().refresh(address))  # type: ignore[attr-defined]
+    copied.wait()
+    listed.open()
+    assert sweep.outcome().removed == 1
+    copied.open()
+    assert refresh.outcome() is False
+    assert not fs.exists(address.id)
