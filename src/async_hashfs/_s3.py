@@ -555,6 +555,8 @@ class S3Engine:
         self._presigned: dict[tuple[str, ...], tuple[str, float]] = {}
         self._verified: dict[str, str] = {}
         self._partials: S3PartialStore | None = None
+        #: The sweep record's ETag this process saw last (``(None,)``: no record), or ``None``.
+        self._sweep_seen: tuple[str | None] | None = None
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 
@@ -1179,7 +1181,7 @@ class S3Engine:
         ``waiting`` for a batch that holds its key)."""
 
     def _sweep_mark(self) -> str | None:
-        """The sweep record's ETag, read by a put before its last step (one HEAD)."""
+        """An ETag the sweep record had before a put's last step (see ``_s3_sweep.mark``)."""
         return mark(self)
 
     def _guard_put(
@@ -1266,7 +1268,7 @@ class S3Engine:
                     report.young += 1
                 else:
                     doomed.append((key, parsed[0], int(meta["size"])))
-            if doomed and lease is not None:
+            if lease is not None:  # every page: the record's list of touched keys stays short
                 deleted = self._delete_batch(lease, doomed, last)
                 report.young += len(doomed) - len(deleted)  # stored again meanwhile
                 doomed = deleted

@@ -22,13 +22,14 @@ a put changed the record; read it again and decide again), sends one
 DeleteObjects while its lease holds, then clears ``deleting``.
 
 A put that ends with an object at a content key (a new object, a duplicate
-made new, a resumable upload's commit, a completion hook run again) reads
-the record's ETag before its last step (a HEAD) and the record after it (a
-GET). The same ETag and no live sweep: no sweep ran in between, and the put
-is done (two small requests). Otherwise (:func:`guard`) it makes sure the
-running sweep cannot take the key (waits while the key is in ``deleting``,
-at most the lease; adds it to ``touched`` when the sweep has not decided its
-page yet), then looks at the key: gone (a batch took it), it stores its
+made new, a resumable upload's commit, a completion hook run again) takes
+an ETag the record had before its last step (the last this process saw, or
+a HEAD) and reads the record after it (a GET). The same ETag and no live
+sweep: no sweep ran in between, and the put is done (one small request).
+Otherwise (:func:`guard`) it makes sure the running sweep cannot take the
+key (waits while the key is in ``deleting``, at most the lease; adds it to
+``touched`` when the sweep has not decided its page yet), then looks at the
+key: gone (a batch took it, or a sweep that ended meanwhile), it stores its
 bytes again. Only then is the put told "stored".
 
 Limits: the servers' clocks must agree to well within the lease; a sweep
@@ -84,20 +85,35 @@ def read(engine: S3Engine) -> tuple[Record | None, str | None]:
         result = obstore.get(engine.store, RECORD_KEY)
         data = bytes(result.bytes())
     except (FileNotFoundError, NotFoundError):
+        engine._sweep_seen = (None,)
         return None, None
+    etag = str(result.meta["e_tag"])
+    engine._sweep_seen = (etag,)
     try:
         record = json.loads(data)
     except ValueError:
         record = {}
     if not isinstance(record, dict):
         record = {}
-    return record, str(result.meta["e_tag"])
+    return record, etag
 
 
 def mark(engine: S3Engine) -> str | None:
-    """The record's ETag (one HEAD), read by a put before its last step; ``None``: none."""
+    """An ETag the record had before now, for a put to compare after its last step.
+
+    The last one this process saw (read or written), else one HEAD; ``None``:
+    no record. Any ETag the record had at some moment before the put's last
+    step does: ETags never repeat (each write has its own ``rev``), so the
+    same ETag after that step means no write came between. While no sweep
+    runs the record does not change, and a put costs one GET (:func:`guard`).
+    """
+    seen = engine._sweep_seen
+    if seen is not None:
+        return seen[0]
     meta = engine._head(RECORD_KEY)
-    return None if meta is None else str(meta.get("e_tag"))
+    etag = None if meta is None else str(meta.get("e_tag"))
+    engine._sweep_seen = (etag,)
+    return etag
 
 
 def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
@@ -117,7 +133,9 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
         if found is not None and found.get("rev") == rev:
             return found_etag
         return None
-    return str(result["e_tag"])
+    etag = str(result["e_tag"])
+    engine._sweep_seen = (etag,)
+    return etag
 
 
 def live(record: Record | None, now: float | None = None) -> bool:
