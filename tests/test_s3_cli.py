@@ -138,3 +138,24 @@ def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_2(
     result = run(root(), "ls")
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and "'localhost:9000'" in result.output
+
+
+def test_sweep_while_another_runs_is_exit_5(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from async_hashfs._s3_sweep import RECORD_KEY
+
+    with_keys(env, monkeypatch)
+    where = root()
+    fs = SyncHashFS(where, s3_options=env)
+    fs.put(b"left alone")
+    running = {"state": "running", "owner": "elsewhere", "started": time.time()}
+    obstore.put(
+        fs._engine.store, RECORD_KEY, json.dumps(dict(running, until=time.time() + 600)).encode()
+    )
+    ids = tmp_path / "ids.txt"
+    ids.write_text("")
+    result = run(where, "sweep", "--keep", str(ids), "--allow-empty", "--older-than", "0")
+    assert result.exit_code == 5, result.output
+    assert "another sweep of s3://" in result.output and "is running" in result.output
+    assert fs.count() == 1

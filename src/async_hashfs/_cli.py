@@ -36,7 +36,7 @@ from typing import IO, Any, NoReturn
 import click
 
 from ._engine import CHUNK_SIZE
-from ._exceptions import HashFSError, InvalidId, NotFound
+from ._exceptions import HashFSError, InvalidId, NotFound, SweepRunning
 from ._layout import Layout, normalize_extension
 from ._sweep import parse_duration
 from ._sync import SyncHashFS
@@ -76,6 +76,12 @@ class BucketUnusable(CommandError):
     """An s3:// root cannot be used: no extra, credentials, bucket or server (exit 4)."""
 
     exit_code = 4
+
+
+class StoreBusy(CommandError):
+    """Another sweep of the s3:// store holds its lease (exit 5): try again later."""
+
+    exit_code = 5
 
 
 def _store(ctx: click.Context, *, create: bool = False) -> SyncHashFS:
@@ -770,6 +776,8 @@ def sweep(
             f"(a {store.layout.digest_length}-character lowercase hex {store.algorithm} "
             "digest, without extension)"
         )
+    except SweepRunning as exc:
+        raise StoreBusy(str(exc)) from exc
     except OSError as exc:
         if exc.errno == errno.EPIPE or keep_file.closed:
             raise

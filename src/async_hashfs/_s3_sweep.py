@@ -266,11 +266,15 @@ class SweepLease:
                 continue  # the server did not answer: try again, within the lease
 
     def end(self) -> None:
-        """Leave the record ``done`` (puts that look at it see the sweep ended)."""
+        """Leave the record ``done`` (puts that look at it see the sweep ended).
+
+        Quiet when that fails (lost lease, no server): the record then reads
+        as a dead sweep once its lease lapses, which puts treat the same.
+        """
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        with contextlib.suppress(SweepRunning):
+        with contextlib.suppress(Exception):
             self.update(lambda record: dict(record, state="done", deleting=[], touched=[]))
 
 
