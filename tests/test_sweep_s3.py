@@ -219,12 +219,7 @@ def test_put_whose_key_is_being_deleted_stores_it_again(
     deleted, put_done, waiting = Gate(), Gate(), Gate()
     hold_delete(monkeypatch, after=deleted)
     hold_put(monkeypatch, fs, "_refresh_duplicate", put_done)
-    monkeypatch.setattr(
-        fs._engine,
-        "_pause",
-        lambda point: waiting() if point == "waiting" else None,
-        raising=False,
-    )
+    monkeypatch.setattr(fs._engine, "_waiting", lambda key: waiting(), raising=False)
     listed, sweep = held_sweep(monkeypatch, fs)
     put = Running(lambda: fs.put(b"in the batch"))
     put_done.wait()  # the object is new again, after the sweep saw it old
@@ -301,8 +296,8 @@ def test_a_dead_sweeps_lease_lapses_puts_wait_at_most_that_and_the_next_sweep_ta
 
     from async_hashfs import SweepRunning, _s3_sweep
 
-    options = {**s3_server.options(), "sweep_lock_seconds": 4}
-    fs = new_fs(s3_server, sweep_lock_seconds=4)
+    options = {**s3_server.options(), "sweep_lock_seconds": 6}
+    fs = new_fs(s3_server, sweep_lock_seconds=6)
     first = fs.put(b"in a dead sweep's batch")
     died = subprocess.run(
         [sys.executable, "-c", DIES_BEFORE_DELETE, fs.root, json.dumps(options)],

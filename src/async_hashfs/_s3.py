@@ -1176,9 +1176,9 @@ class S3Engine:
 
     # -- sweeping, and the puts that race it (see _s3_sweep) --------------
 
-    def _pause(self, point: str) -> None:
-        """Nothing: where tests hold a sweep (``listed``, ``deleting``) or a put (``stored``,
-        ``waiting`` for a batch that holds its key)."""
+    def _waiting(self, key: str) -> None:
+        """Nothing: called each time a put waits for the batch being deleted, which holds
+        ``key`` (tests hold the put there)."""
 
     def _sweep_mark(self) -> str | None:
         """An ETag the sweep record had before a put's last step (see ``_s3_sweep.mark``)."""
@@ -1286,7 +1286,6 @@ class S3Engine:
 
         Keys a put named in ``touched`` are left out (counted young by the caller).
         """
-        self._pause("listed")
         keys = [key for key, _, _ in doomed]
 
         def decide(record: dict[str, Any]) -> dict[str, Any]:
@@ -1302,7 +1301,6 @@ class S3Engine:
         deleting = set(lease.update(decide)["deleting"])
         if deleting:
             lease.check()
-            self._pause("deleting")
             with contextlib.suppress(FileNotFoundError, NotFoundError):
                 obstore.delete(self.store, sorted(deleting))
             lease.update(lambda record: dict(record, deleting=[]))

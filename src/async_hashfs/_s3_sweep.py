@@ -292,7 +292,7 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
             return etag
         assert record is not None
         if key in record.get("deleting", ()):
-            engine._pause("waiting")
+            engine._waiting(key)
             time.sleep(max(0.0, min(wait, float(record["until"]) - now)))
             wait = min(wait * 2, _WAIT_MOST)
             record, etag = read(engine)
@@ -318,7 +318,6 @@ def guard(
     Raises:
         OSError: sweeps took the bytes again each time they were stored.
     """
-    engine._pause("stored")
     restored = False
     for _ in range(_RESTORES):
         record, etag = read(engine)
