@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("obstore")
@@ -24,7 +25,7 @@ pytest.importorskip("botocore")
 
 import obstore
 
-from async_hashfs import HashAddress, SyncHashFS
+from async_hashfs import AsyncHashFS, HashAddress, SyncHashFS
 
 #: Longest any step of these tests waits for another before it fails.
 WAIT = 20.0
@@ -85,7 +86,10 @@ def fs(s3_server: Any) -> SyncHashFS:
 
 
 def hold_listing(
-    monkeypatch: pytest.MonkeyPatch, fs: SyncHashFS, gate: Callable[[], None], page: int = 0
+    monkeypatch: pytest.MonkeyPatch,
+    fs: SyncHashFS | AsyncHashFS,
+    gate: Callable[[], None],
+    page: int = 0,
 ) -> None:
     """The sweep's listing calls ``gate()`` after each page (of ``page`` objects, if given)."""
     real = obstore.list
@@ -441,3 +445,31 @@ def test_a_put_while_no_sweep_runs_reads_the_record_once_and_writes_nothing(
     looks.clear()
     other.put(b"from a process that never saw the record")
     assert looks == [f"HEAD {_s3_sweep.RECORD_KEY}", "GET record"]
+
+
+async def test_a_cancelled_async_sweep_leaves_the_record_done(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from async_hashfs import _s3_sweep
+
+    fs = AsyncHashFS(
+        f"s3://hashfs-test/sweep-cancel-{os.getpid()}-{time.monotonic_ns()}",
+        s3_options=s3_server.options(),
+    )
+    old = await fs.put(b"left by a cancelled sweep")
+    listed = Gate()
+    hold_listing(monkeypatch, fs, listed)
+
+    async def cancel_once_listed(scope: anyio.CancelScope) -> None:
+        await anyio.to_thread.run_sync(listed.wait)
+        scope.cancel()
+        listed.open()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(cancel_once_listed, scope)
+            await fs.sweep([], older_than=0)
+    assert scope.cancelled_caught
+    record, _ = await anyio.to_thread.run_sync(_s3_sweep.read, fs._engine)
+    assert record is not None and record["state"] == "done"  # no put waits for its lease
+    assert await fs.exists(old.id)
