@@ -19,6 +19,7 @@ from async_hashfs._exceptions import (
     InvalidSource,
     NotFound,
     ReadOnlyError,
+    SweepRunning,
 )
 from async_hashfs._extras import available, missing_extra
 from async_hashfs._sync import SyncHashFS
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidSource",
     "NotFound",
     "ReadOnlyError",
+    "SweepRunning",
     "SyncHashFS",
 ]
 if not TYPE_CHECKING and not available("flask"):  # ``import *`` without the extra
