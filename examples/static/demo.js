@@ -288,16 +288,22 @@ function askDelete(file, opener) {
 
 /** Draw the list again, as the server draws it now. */
 export async function refresh() {
-  let html;
+  let drawn;
   try {
-    const response = await fetch(list.dataset.api, { headers: { Accept: "text/html" } });
-    html = await response.text();
+    let response;
+    try {
+      response = await fetch(list.dataset.api, { headers: { Accept: "text/html" } });
+    } catch (error) {
+      throw new Error(`network error: ${error.message}`);
+    }
+    const html = await response.text();
     if (!response.ok) throw new Error(serverMessage(response.status, html));
+    drawn = new DOMParser().parseFromString(html, "text/html").getElementById("files");
+    if (!drawn) throw new Error("the server sent no list");
   } catch (error) {
     showError(`Could not load the stored files: ${error.message}`);
     return;
   }
-  const drawn = new DOMParser().parseFromString(html, "text/html").getElementById("files");
   list.replaceChildren(...drawn.childNodes);
   list.dataset.count = drawn.dataset.count;
   enhance();
