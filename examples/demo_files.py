@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -71,6 +72,65 @@ class Upload(Base):
             "content_id": self.content_id,
             "download_url": f"{url}?download={quote(self.name, safe='')}",
         }
+
+    def as_shown(self, url: str) -> dict[str, Any]:
+        """:meth:`as_json`, plus the size and time as the page words them."""
+        created = self.created.replace(tzinfo=timezone.utc)
+        return {
+            **self.as_json(url),
+            "size_text": human(self.size),
+            "created_text": created.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+
+
+def listing(
+    rows: Iterable[Upload], stored: int, url_of: Callable[[Upload], str]
+) -> dict[str, Any]:
+    """What ``templates/_files.html`` shows: the rows (newest first) and how many there are.
+
+    ``stored`` is how many stored files the rows name; ``url_of(row)`` the URL of a row's file.
+    """
+    files = [row.as_shown(url_of(row)) for row in rows]
+    names = len(files)
+    count = (
+        f"({names} name{'' if names == 1 else 's'},"
+        f" {stored} stored file{'' if stored == 1 else 's'})"
+    )
+    return {"files": files, "stored": stored, "count_text": count}
+
+
+def deleted_text(name: str, removed: list[str]) -> str:
+    """What the page says after a delete (the script says the same)."""
+    return f"Deleted {name}" + ("; its bytes were removed" if removed else "")
+
+
+def swept_text(removed: list[str]) -> str:
+    """What the page says after a clean-up (the script says the same)."""
+    return f"Clean-up removed {len(removed)} file{'' if len(removed) == 1 else 's'}"
+
+
+def missing_text(id: int) -> str:
+    """The error for a row that is not there (deleted already, maybe in another tab)."""
+    return f"there is no file number {id} (deleted already?)"
+
+
+def cross_site(headers: Any, host_url: str) -> bool:
+    """Whether a form was posted from a page of another site (refused: CSRF).
+
+    Browsers say so in ``Sec-Fetch-Site``; older ones send ``Origin`` with a POST.
+    A request with neither (curl, a test client) is not a browser's cross-site one.
+    """
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = headers.get("Origin")
+    return origin is not None and origin != host_url.rstrip("/")
+
+
+def secret_key() -> bytes:
+    """``DEMO_SECRET_KEY``, else a new key at each start (it signs only one-time notices)."""
+    key = os.environ.get("DEMO_SECRET_KEY")
+    return key.encode() if key else os.urandom(32)
 
 
 def human(size: float) -> str:

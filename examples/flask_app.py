@@ -18,8 +18,21 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from demo_files import Base, Upload, database_path, grace_seconds, page_context, store_config
-from flask import Flask, redirect, render_template, request, url_for
+from demo_files import (
+    Base,
+    Upload,
+    cross_site,
+    database_path,
+    deleted_text,
+    grace_seconds,
+    listing,
+    missing_text,
+    page_context,
+    secret_key,
+    store_config,
+    swept_text,
+)
+from flask import Flask, abort, flash, redirect, render_template, request, url_for
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -67,14 +80,22 @@ def create_app(root: str | None = None, database: str | None = None) -> Flask:
     app.config.update(store_config(root, "demo-store-flask"))
     path = database_path(database, app.config["HASHFS_ROOT_FOLDER"])
     app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    app.secret_key = secret_key()  # flash() keeps the notice of a form's result in the session
     fs.init_app(app)
     db.init_app(app)
     grace = grace_seconds()
+    title = "async-hashfs demo (Flask)"
     with app.app_context():
         db.create_all()
 
-    def as_json(row: Upload) -> dict[str, Any]:
-        return row.as_json(fs.url_for(row.relpath, external=False))
+    def url_of(row: Upload) -> str:
+        return fs.url_for(row.relpath, external=False)
+
+    def files_now() -> dict[str, Any]:
+        """The rows, newest first, and how many stored files they name."""
+        rows = db.session.scalars(select(Upload).order_by(Upload.created.desc(), Upload.id.desc()))
+        stored = db.session.scalar(select(func.count(Upload.relpath.distinct()))) or 0
+        return listing(rows, stored, url_of)
 
     def named_ids() -> Iterator[str]:
         """Every content id a row still names, streamed from the database."""
@@ -87,31 +108,66 @@ def create_app(root: str | None = None, database: str | None = None) -> Flask:
         fs.sweep(named_ids(), older_than=grace, on_remove=lambda a: removed.append(a.id))
         return removed
 
+    def delete_row(row: Upload) -> list[str]:
+        """Delete a row, then sweep: the ids of the stored files that went with it."""
+        db.session.delete(row)
+        db.session.commit()
+        return sweep()
+
+    def page(template: str, status: int = 200, **context: Any) -> Any:
+        return render_template(template, **page_context(app.config, title), **context), status
+
+    def missing(id: int) -> Any:
+        return page("missing.html", 404, message=missing_text(id))
+
     @app.get("/")
-    def index() -> str:
-        return render_template(
-            "index.html", **page_context(app.config, "async-hashfs demo (Flask)")
-        )
+    def index() -> Any:
+        return page("index.html", **files_now())
 
     @app.get("/api/files")
     def api_files() -> Any:
-        rows = db.session.scalars(select(Upload).order_by(Upload.created.desc(), Upload.id.desc()))
-        files = [as_json(row) for row in rows]
-        stored = db.session.scalar(select(func.count(Upload.relpath.distinct())))
-        return {"files": files, "stored": stored}
+        """The rows as JSON; as the list's HTML for the page's script (``Accept: text/html``)."""
+        files = files_now()
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            return render_template("_files.html", **files)
+        return {"files": files["files"], "stored": files["stored"]}
 
     @app.delete("/api/files/<int:id>")
     def api_delete(id: int) -> Any:
         row = db.session.get(Upload, id)
         if row is None:
-            return {"error": f"there is no file number {id} (deleted already?)"}, 404
-        db.session.delete(row)
-        db.session.commit()
-        return {"deleted": id, "removed": sweep()}
+            return {"error": missing_text(id)}, 404
+        return {"deleted": id, "removed": delete_row(row)}
 
     @app.post("/api/sweep")
     def api_sweep() -> Any:
         return {"removed": sweep()}
+
+    # The same without JavaScript: a confirmation page, then forms that post.
+    @app.get("/uploads/<int:id>/delete")
+    def confirm_delete(id: int) -> Any:
+        row = db.session.get(Upload, id)
+        if row is None:
+            return missing(id)
+        return page("delete.html", file=row.as_shown(url_of(row)))
+
+    @app.post("/uploads/<int:id>/delete")
+    def delete_form(id: int) -> Any:
+        if cross_site(request.headers, request.host_url):
+            abort(403)
+        row = db.session.get(Upload, id)
+        if row is None:
+            return missing(id)
+        name = row.name
+        flash(deleted_text(name, delete_row(row)))
+        return redirect(url_for("index"), 303)
+
+    @app.post("/sweep")
+    def sweep_form() -> Any:
+        if cross_site(request.headers, request.host_url):
+            abort(403)
+        flash(swept_text(sweep()))
+        return redirect(url_for("index"), 303)
 
     @app.post("/upload")
     def upload() -> Any:
@@ -123,7 +179,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Flask:
             for _, u in uploads.files.items(multi=True)
         ]
         if request.accept_mimetypes.best == "application/json":
-            return {"files": [as_json(row) for row in rows]}
+            return {"files": [row.as_json(url_of(row)) for row in rows]}
         return redirect(url_for("index"))
 
     return app

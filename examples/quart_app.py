@@ -25,8 +25,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from demo_files import Base, Upload, database_path, grace_seconds, page_context, store_config
-from quart import Quart, current_app, redirect, render_template, request, url_for
+from demo_files import (
+    Base,
+    Upload,
+    cross_site,
+    database_path,
+    deleted_text,
+    grace_seconds,
+    listing,
+    missing_text,
+    page_context,
+    secret_key,
+    store_config,
+    swept_text,
+)
+from quart import Quart, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -72,13 +85,16 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
         template_folder=os.path.join(HERE, "templates"),
     )
     app.config.update(store_config(root, "demo-store"))
+    app.secret_key = secret_key()  # flash() keeps the notice of a form's result in the session
     fs.init_app(app)
     grace = grace_seconds()
+    title = "async-hashfs demo (Quart)"
     path = database_path(database, app.config["HASHFS_ROOT_FOLDER"])
     engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.extensions["demo_sessions"] = sessions
-    app.jinja_env.get_template("index.html")  # read now, not on the event loop
+    for template in ("base.html", "index.html", "_files.html", "delete.html", "missing.html"):
+        app.jinja_env.get_template(template)  # read now, not on the event loop
 
     @app.before_serving
     async def create_tables() -> None:
@@ -89,8 +105,17 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
     async def close_database() -> None:
         await engine.dispose()
 
-    def as_json(row: Upload) -> dict[str, Any]:
-        return row.as_json(fs.url_for(row.relpath, external=False))
+    def url_of(row: Upload) -> str:
+        return fs.url_for(row.relpath, external=False)
+
+    async def files_now() -> dict[str, Any]:
+        """The rows, newest first, and how many stored files they name."""
+        async with sessions() as session:
+            rows = await session.scalars(
+                select(Upload).order_by(Upload.created.desc(), Upload.id.desc())
+            )
+            stored = await session.scalar(select(func.count(Upload.relpath.distinct()))) or 0
+            return listing(rows, stored, url_of)
 
     async def named_ids(session: AsyncSession) -> AsyncIterator[str]:
         """Every content id a row still names, streamed from the database."""
@@ -106,34 +131,73 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
             )
         return removed
 
-    @app.get("/")
-    async def index() -> str:
-        return await render_template(
-            "index.html", **page_context(app.config, "async-hashfs demo (Quart)")
-        )
-
-    @app.get("/api/files")
-    async def api_files() -> Any:
-        async with sessions() as session:
-            rows = await session.scalars(
-                select(Upload).order_by(Upload.created.desc(), Upload.id.desc())
-            )
-            files = [as_json(row) for row in rows]
-            stored = await session.scalar(select(func.count(Upload.relpath.distinct())))
-        return {"files": files, "stored": stored}
-
-    @app.delete("/api/files/<int:id>")
-    async def api_delete(id: int) -> Any:
+    async def delete_row(id: int) -> tuple[str, list[str]] | None:
+        """Delete row ``id``, then sweep: its name and the ids of the stored files that went
+        with it, or ``None`` when there is no such row."""
         async with sessions() as session, session.begin():
             row = await session.get(Upload, id)
             if row is None:
-                return {"error": f"there is no file number {id} (deleted already?)"}, 404
+                return None
+            name = row.name
             await session.delete(row)
-        return {"deleted": id, "removed": await sweep()}
+        return name, await sweep()
+
+    async def page(template: str, status: int = 200, **context: Any) -> Any:
+        return await render_template(
+            template, **page_context(app.config, title), **context
+        ), status
+
+    async def missing(id: int) -> Any:
+        return await page("missing.html", 404, message=missing_text(id))
+
+    @app.get("/")
+    async def index() -> Any:
+        return await page("index.html", **await files_now())
+
+    @app.get("/api/files")
+    async def api_files() -> Any:
+        """The rows as JSON; as the list's HTML for the page's script (``Accept: text/html``)."""
+        files = await files_now()
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            return await render_template("_files.html", **files)
+        return {"files": files["files"], "stored": files["stored"]}
+
+    @app.delete("/api/files/<int:id>")
+    async def api_delete(id: int) -> Any:
+        deleted = await delete_row(id)
+        if deleted is None:
+            return {"error": missing_text(id)}, 404
+        return {"deleted": id, "removed": deleted[1]}
 
     @app.post("/api/sweep")
     async def api_sweep() -> Any:
         return {"removed": await sweep()}
+
+    # The same without JavaScript: a confirmation page, then forms that post.
+    @app.get("/uploads/<int:id>/delete")
+    async def confirm_delete(id: int) -> Any:
+        async with sessions() as session:
+            row = await session.get(Upload, id)
+        if row is None:
+            return await missing(id)
+        return await page("delete.html", file=row.as_shown(url_of(row)))
+
+    @app.post("/uploads/<int:id>/delete")
+    async def delete_form(id: int) -> Any:
+        if cross_site(request.headers, request.host_url):
+            abort(403)
+        deleted = await delete_row(id)
+        if deleted is None:
+            return await missing(id)
+        await flash(deleted_text(*deleted))
+        return redirect(url_for("index"), 303)
+
+    @app.post("/sweep")
+    async def sweep_form() -> Any:
+        if cross_site(request.headers, request.host_url):
+            abort(403)
+        await flash(swept_text(await sweep()))
+        return redirect(url_for("index"), 303)
 
     @app.post("/upload")
     async def upload() -> Any:
@@ -145,7 +209,7 @@ def create_app(root: str | None = None, database: str | None = None) -> Quart:
             for _, u in uploads.files.items(multi=True)
         ]
         if request.accept_mimetypes.best == "application/json":
-            return {"files": [as_json(row) for row in rows]}
+            return {"files": [row.as_json(url_of(row)) for row in rows]}
         return redirect(url_for("index"))
 
     return app

@@ -6,8 +6,10 @@ deletes that leave shared bytes, sweep, a too-large file refused before it is
 sent, the server's own error message, cancel, retry, pause and resume, the
 server killed and restarted mid-upload, a batch of 20 that refreshes the list
 once, paste and a drop anywhere, 375 px without sideways scrolling, and an
-axe-core scan with no serious or critical violation. Set SCREENSHOT_DIR to keep
-the screenshots (docs/ has them).
+axe-core scan with no serious or critical violation. A second session has
+JavaScript off: the server-drawn list, the upload form, a delete confirmed on
+its own page, the clean-up form. Set SCREENSHOT_DIR to keep the screenshots
+(docs/ has them).
 """
 
 from __future__ import annotations
@@ -289,7 +291,7 @@ def item(page: Any, name: str) -> Any:
 def delete(page: Any, name: str) -> None:
     """Delete ``name`` from the list, answering the confirmation."""
     before = loaded(page)
-    item(page, name).locator("button.delete").click()
+    item(page, name).locator(".delete").click()
     dialog = page.locator("#confirm-delete")
     assert name in dialog.inner_text()
     dialog.get_by_role("button", name="Delete").click()
@@ -304,6 +306,33 @@ def no_serious_violations(page: Any) -> None:
         if v["impact"] in ("serious", "critical")
     ]
     assert not serious, serious
+
+
+def no_serious_violations_as_drawn(browser: Any, url: str) -> None:
+    """:func:`no_serious_violations` on the page at ``url`` as drawn without scripts.
+
+    axe-core needs scripts, and does not run in a page that has them off: the scan
+    loads the page with its own script elements taken out and its noscript shown.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+    def without_scripts(route: Any) -> None:
+        response = route.fetch()
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            route.fulfill(response=response)
+            return
+        html = re.sub(r"<script\b.*?</script>", "", response.text(), flags=re.DOTALL)
+        html = html.replace("<noscript>", "").replace("</noscript>", "")
+        route.fulfill(response=response, body=html)
+
+    try:
+        page = context.new_page()
+        page.route("**/*", without_scripts)
+        page.goto(url)
+        assert not page.locator("script").count()
+        no_serious_violations(page)
+    finally:
+        context.close()
 
 
 def no_sideways_scrolling(page: Any) -> bool:
@@ -336,6 +365,8 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any) -> None:
         page.goto(demo.url)
         wait_loaded(page, 1)
         assert "8.0 MiB" in page.inner_text("#limit")
+        # The server drew the list; the script only made it work, fetching nothing.
+        assert not [url for _, url in requests if url.startswith("/api/files")]
 
         # Two names, one stored file; the names survive a reload.
         shared = os.urandom(100_000)
@@ -348,9 +379,11 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any) -> None:
         assert demo.stored() == {shared_id: shared}
         announced = "document.getElementById('announcer').textContent == '2 files uploaded'"
         page.wait_for_function(announced)
+        fetched = len(requests)
         page.reload()
         wait_loaded(page, 1)
         assert sorted(names(page)) == sorted(NAMES)
+        assert not [url for _, url in requests[fetched:] if url.startswith("/api/files")]
         assert "2 names, 1 stored file" in page.inner_text("#count")
 
         # A download carries the original name; the copied link is the same download.
@@ -510,5 +543,57 @@ def test_demo_in_a_real_browser(demo: Demo, browser: Any) -> None:
         assert no_sideways_scrolling(page)
         no_serious_violations(page)
         assert not failures, failures
+    finally:
+        context.close()
+
+
+def test_demo_without_javascript(demo: Demo, browser: Any) -> None:
+    """The page's forms alone: upload, the list, download by name, a confirmed delete, sweep."""
+    context = browser.new_context(
+        java_script_enabled=False, accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
+    page = context.new_page()
+    try:
+        page.goto(demo.url)
+        assert page.inner_text("#files") == "Nothing stored yet."
+        assert page.inner_text("#limit") == "Up to 8.0 MiB per file."  # no drop, no paste
+        shared = os.urandom(100_000)
+        files = [payload(name, shared, "text/plain") for name in NAMES]
+        page.set_input_files("input[type=file][name=file]", files)
+        page.get_by_role("button", name="Upload", exact=True).click()
+        page.wait_for_url(demo.url + "/")
+        assert names(page) == NAMES[::-1]  # newest first
+        assert page.inner_text("#count") == "(2 names, 1 stored file)"
+        assert "97.7 KiB · text/plain · " in item(page, NAMES[0]).inner_text()
+        assert item(page, NAMES[0]).locator("button.copy").is_hidden()  # it needs the script
+        with page.expect_download() as info:
+            item(page, NAMES[1]).locator("a.name").click()
+        assert info.value.suggested_filename == NAMES[1]
+        assert Path(info.value.path()).read_bytes() == shared
+        no_serious_violations_as_drawn(browser, page.url)
+        page.set_viewport_size({"width": 375, "height": 812})
+        assert no_sideways_scrolling(page)
+
+        # A delete asks first, on a page of its own; "Keep it" keeps it.
+        item(page, NAMES[1]).get_by_role("link", name=f"Delete {NAMES[1]}").click()
+        assert page.inner_text("h2") == f"Delete {NAMES[1]}?"
+        assert no_sideways_scrolling(page)
+        no_serious_violations_as_drawn(browser, page.url)
+        page.get_by_role("link", name="Keep it").click()
+        assert sorted(names(page)) == sorted(NAMES)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        item(page, NAMES[1]).get_by_role("link", name=f"Delete {NAMES[1]}").click()
+        page.get_by_role("button", name="Delete").click()
+        page.wait_for_url(demo.url + "/")
+        assert names(page) == [NAMES[0]]
+        assert page.inner_text("#notices") == f"Deleted {NAMES[1]}"
+        assert list(demo.stored().values()) == [shared]  # the other name still uses it
+
+        # The clean-up button posts its form.
+        orphan = SyncHashFS(demo.root).put(b"stored behind the app's back")
+        page.get_by_role("button", name="Clean up unreferenced files").click()
+        page.wait_for_url(demo.url + "/")
+        assert page.inner_text("#notices") == "Clean-up removed 1 file"
+        assert orphan.id not in demo.stored()
     finally:
         context.close()

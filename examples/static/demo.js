@@ -239,55 +239,33 @@ document.addEventListener("paste", (event) => {
 });
 
 // ---- stored files --------------------------------------------------------------------
-function fileItem(file) {
-  const item = document.createElement("li");
-  item.dataset.id = file.id;
-  item.dataset.contentId = file.content_id;
+// The server draws the list (templates/_files.html), in the page and again after a change;
+// the script only adds what needs it: copy-link and the delete dialog.
 
-  const name = document.createElement("a");
-  name.className = "name";
-  name.href = file.download_url;
-  name.textContent = file.name;
-  name.setAttribute("download", file.name);
+/** Make the rows of the list work with the script (they work without it as drawn). */
+function enhance() {
+  for (const item of list.querySelectorAll("li[data-id]")) {
+    const link = item.querySelector("a.name");
+    const file = { id: item.dataset.id, name: link.textContent, url: link.href };
+    item.querySelector("button.copy").onclick = () => copyLink(file);
+    const remove = item.querySelector("a.delete");
+    remove.setAttribute("role", "button"); // it opens the dialog now, not the page
+    remove.onclick = (event) => {
+      event.preventDefault();
+      askDelete(file, remove);
+    };
+  }
+  document.getElementById("count").textContent = list.dataset.count;
+  list.dataset.loaded = String(Number(list.dataset.loaded || 0) + 1);
+}
 
-  const meta = document.createElement("span");
-  meta.className = "meta";
-  const time = document.createElement("time");
-  time.dateTime = file.created;
-  time.textContent = new Date(file.created).toLocaleString();
-  meta.append(`${human(file.size)} · ${file.type || "unknown type"} · `, time);
-
-  const hash = document.createElement("span");
-  hash.className = "hash";
-  hash.title = file.content_id;
-  hash.textContent = file.content_id;
-
-  const copy = document.createElement("button");
-  copy.type = "button";
-  copy.className = "copy";
-  copy.textContent = "Copy link";
-  copy.setAttribute("aria-label", `Copy link to ${file.name}`);
-  copy.onclick = async () => {
-    try {
-      await navigator.clipboard.writeText(new URL(file.download_url, location.href).href);
-      announce(`Link to ${file.name} copied`);
-    } catch (error) {
-      showError(`Could not copy the link to ${file.name}: ${error.message}`);
-    }
-  };
-
-  const remove = document.createElement("button");
-  remove.type = "button";
-  remove.className = "delete";
-  remove.textContent = "Delete";
-  remove.setAttribute("aria-label", `Delete ${file.name}`);
-  remove.onclick = () => askDelete(file, remove);
-
-  const actions = document.createElement("span");
-  actions.className = "actions";
-  actions.append(copy, remove);
-  item.append(name, actions, meta, hash);
-  return item;
+async function copyLink(file) {
+  try {
+    await navigator.clipboard.writeText(file.url);
+    announce(`Link to ${file.name} copied`);
+  } catch (error) {
+    showError(`Could not copy the link to ${file.name}: ${error.message}`);
+  }
 }
 
 function askDelete(file, opener) {
@@ -308,30 +286,32 @@ function askDelete(file, opener) {
   confirmDelete.showModal();
 }
 
+/** Draw the list again, as the server draws it now. */
 export async function refresh() {
-  let data;
+  let drawn;
   try {
-    data = await call(list.dataset.api);
+    let response;
+    try {
+      response = await fetch(list.dataset.api, { headers: { Accept: "text/html" } });
+    } catch (error) {
+      throw new Error(`network error: ${error.message}`);
+    }
+    const html = await response.text();
+    if (!response.ok) throw new Error(serverMessage(response.status, html));
+    drawn = new DOMParser().parseFromString(html, "text/html").getElementById("files");
+    if (!drawn) throw new Error("the server sent no list");
   } catch (error) {
     showError(`Could not load the stored files: ${error.message}`);
     return;
   }
-  const items = data.files.map(fileItem);
-  if (!items.length) {
-    const empty = document.createElement("li");
-    empty.className = "empty";
-    empty.textContent = "Nothing stored yet.";
-    items.push(empty);
-  }
-  list.replaceChildren(...items);
-  list.dataset.loaded = String(Number(list.dataset.loaded || 0) + 1);
-  document.getElementById("count").textContent =
-    `(${data.files.length} name${data.files.length === 1 ? "" : "s"}, ` +
-    `${data.stored} stored file${data.stored === 1 ? "" : "s"})`;
+  list.replaceChildren(...drawn.childNodes);
+  list.dataset.count = drawn.dataset.count;
+  enhance();
 }
 
-const sweep = document.getElementById("sweep");
-sweep.onclick = async () => {
+const sweep = document.querySelector("form.sweep");
+sweep.onsubmit = async (event) => {
+  event.preventDefault();
   try {
     const result = await call(sweep.dataset.api, { method: "POST" });
     announce(`Clean-up removed ${result.removed.length} file${result.removed.length === 1 ? "" : "s"}`);
@@ -341,4 +321,4 @@ sweep.onclick = async () => {
   refresh();
 };
 
-refresh();
+enhance();

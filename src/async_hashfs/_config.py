@@ -19,6 +19,9 @@ from hashfs import HashFS
 from ._address import HashAddress
 from ._presence import PresenceCache
 
+if TYPE_CHECKING:
+    from ._tus import TusExchange
+
 __all__ = [
     "DEFAULTS",
     "EXTENSION",
@@ -585,6 +588,31 @@ class ExtensionBase:
 
     def _request_host(self) -> str:
         raise NotImplementedError
+
+    def _tus_exchange(
+        self,
+        request: Any,
+        upload_id: str | None,
+        passthrough: tuple[type[BaseException], ...],
+    ) -> TusExchange | None:
+        """The steps of a request to the tus endpoint, or ``None`` when the app has none
+        now (a route an earlier ``init_app`` added, with other settings)."""
+        from ._tus import TusExchange
+
+        state = self._state
+        prefix = state.settings.tus_prefix
+        if state.tus is None or prefix is None:
+            return None
+        return TusExchange(
+            state.tus,
+            request,
+            upload_id,
+            prefix,
+            self.url_for,
+            authorize=self._tus_authorize,
+            on_complete=self._tus_complete,
+            passthrough=passthrough,
+        )
 
     @property
     def _state(self) -> AppState:

@@ -34,18 +34,7 @@ from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
-from ._tus import (
-    ACTIONS,
-    RELPATH_HEADER,
-    URL_HEADER,
-    Outcome,
-    Transfer,
-    TusError,
-    TusProtocol,
-    TusResponse,
-)
-from ._tus import call_from_request as tus_call
-from ._tus import refused as tus_refused
+from ._tus import Blocking, FeedBody, TusResponse, TusStep
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
@@ -334,66 +323,34 @@ class QuartHashFS(ExtensionBase):
 
     async def _tus_view(self, upload_id: str | None = None) -> Response:
         """The tus endpoint: the creation URL (``upload_id`` None) and each upload's URL."""
-        state = self._state
-        protocol = state.tus
-        prefix = state.settings.tus_prefix
-        if protocol is None or prefix is None:
-            abort(404)  # a route an earlier init_app added, with other settings
-        try:
-            call = tus_call(request, upload_id, prefix)
-            action = ACTIONS.get(call.method)
-            if action is not None and self._tus_authorize is not None:
-                allowed = await current_app.ensure_async(self._tus_authorize)(action, upload_id)
-                error = tus_refused(allowed)
-                if error is not None:
-                    raise error
-            store = self.store
-            started = await store._run(protocol.start, call)
-            if isinstance(started, Transfer):
-                started = await self._tus_transfer(store, protocol, started)
-            return await self._tus_outcome(protocol, started)
-        except TusError as exc:
-            return _tus_response(protocol.error(exc))
-        except HTTPException:
-            raise  # the app's own answer (an abort in a hook)
-        except Exception as exc:
-            return _tus_response(protocol.failed(exc))
+        exchange = self._tus_exchange(request, upload_id, (HTTPException,))
+        if exchange is None:
+            abort(404)
+        step = exchange.first()
+        while not isinstance(step, TusResponse):
+            try:
+                result = await self._tus_step(step)
+            except BaseException as exc:
+                step = exchange.throw(exc)
+            else:
+                step = exchange.send(result)
+        return _tus_response(step)
 
-    async def _tus_transfer(
-        self, store: AsyncHashFS, protocol: Any, transfer: Transfer
-    ) -> Outcome:
-        """Feed the request body to ``transfer`` (in worker threads), then complete it."""
-        # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
-        request.max_content_length = _NO_BODY_LIMIT
-        failure: Exception | None = None
-        idle = self._state.settings.tus_idle_timeout
-        body = request.body if idle is None else _idle_bounded(request.body, idle)
-        try:
-            await store._pump(body, transfer.write)
-        except Exception as exc:
-            failure = exc
-        except BaseException:  # cancelled: the client went away; keep what arrived
-            with anyio.CancelScope(shield=True):
-                await store._run(protocol.cut_off, transfer)
-            raise
-        with anyio.CancelScope(shield=True):
-            outcome: Outcome = await store._run(protocol.complete, transfer, failure)
-        return outcome
-
-    async def _tus_outcome(self, protocol: TusProtocol, outcome: Outcome) -> Response:
-        headers = outcome.response.headers
-        if RELPATH_HEADER in headers:
-            headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
-        completed = outcome.completed
-        if completed is not None:
-            # At least once: until it returns, every request that sees the upload runs it.
-            if self._tus_complete is not None:
-                try:
-                    await current_app.ensure_async(self._tus_complete)(completed)
-                except Exception as exc:
-                    return _tus_response(protocol.hook_failed(completed, exc))
-            await self.store._run(protocol.hook_done, completed.upload_id)
-        return _tus_response(outcome.response)
+    async def _tus_step(self, step: TusStep) -> Any:
+        """Carry out one step of a tus request (see :class:`~async_hashfs._tus.TusExchange`)."""
+        if isinstance(step, Blocking):
+            if step.shielded:
+                with anyio.CancelScope(shield=True):
+                    return await self.store._run(step.func, *step.args)
+            return await self.store._run(step.func, *step.args)
+        if isinstance(step, FeedBody):
+            # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
+            request.max_content_length = _NO_BODY_LIMIT
+            idle = self._state.settings.tus_idle_timeout
+            body = request.body if idle is None else _idle_bounded(request.body, idle)
+            await self.store._pump(body, step.transfer.write)
+            return None
+        return await current_app.ensure_async(step.hook)(*step.args)
 
 
 async def _idle_bounded(body: Any, idle: float) -> AsyncIterator[bytes]:

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -63,13 +63,18 @@ __all__ = [
     "RELPATH_HEADER",
     "TUS_VERSION",
     "URL_HEADER",
+    "Blocking",
+    "CallHook",
     "CompletedUpload",
+    "FeedBody",
     "Outcome",
     "Transfer",
     "TusCall",
     "TusError",
+    "TusExchange",
     "TusProtocol",
     "TusResponse",
+    "TusStep",
     "call_from_request",
     "decode_metadata",
     "http_date",
@@ -746,6 +751,162 @@ class TusProtocol:
             headers["Location"] = call.location(info.id)
         metadata = decode_metadata(info.metadata)
         return Outcome(self.respond(status, headers), CompletedUpload(info.id, address, metadata))
+
+
+# -- one request to the endpoint, as steps an extension carries out ------------------
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Step: call ``func(*args)``, blocking (a worker thread on Quart); give back its result.
+
+    ``shielded``: it ends what the request began, so it runs even when the
+    request is being cancelled.
+    """
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    shielded: bool = False
+
+
+@dataclass(frozen=True)
+class CallHook:
+    """Step: call the app's ``hook(*args)`` (on Quart maybe ``async``); give back its result."""
+
+    hook: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FeedBody:
+    """Step: feed the request body to ``transfer.write`` in chunks, to its end; give back None."""
+
+    transfer: Transfer
+
+
+#: What :class:`TusExchange` asks the extension to do next.
+TusStep = Blocking | CallHook | FeedBody
+
+
+@dataclass(eq=False)
+class TusExchange:
+    """One request to the tus endpoint, as steps for the extension to carry out (no I/O).
+
+    The endpoint's rules live here once, for both extensions: the app's
+    authorize hook and its 403, the call, the body, the stored file's URL,
+    the completion hook at least once (``hook_done`` only after it
+    returned) and the mapping of errors to responses. An extension carries
+    out each step its own way (``await`` on Quart) and hands back what came
+    of it, until the exchange answers with the response::
+
+        step = exchange.first()
+        while not isinstance(step, TusResponse):
+            try:
+                result = carry_out(step)
+            except BaseException as exc:
+                step = exchange.throw(exc)
+            else:
+                step = exchange.send(result)
+
+    A step that raised goes back in with :meth:`throw`: a :class:`TusError`
+    becomes its response, an exception of the ``passthrough`` types (the
+    framework's HTTP errors, such as an ``abort(401)`` in the authorize
+    hook) is raised again, any other ``Exception`` becomes a logged 500,
+    and anything else (a cancellation) is raised again, after a transfer
+    cut short has kept what arrived.
+
+    Args:
+        protocol: the app's tus protocol.
+        request, upload_id, prefix: the request, as :func:`call_from_request` takes it.
+        url_for: the URL of a stored file, from its relpath (``HashFS-URL``).
+        authorize, on_complete: the app's authorize and completion hooks, if any.
+        passthrough: the framework's exceptions that carry their own answer.
+    """
+
+    protocol: TusProtocol
+    request: Any
+    upload_id: str | None
+    prefix: str
+    url_for: Callable[[str], str]
+    authorize: Callable[[str, str | None], Any] | None
+    on_complete: Callable[[CompletedUpload], Any] | None
+    passthrough: tuple[type[BaseException], ...] = ()
+    _steps: Generator[TusStep, Any, TusResponse] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._steps = self._run()
+
+    def first(self) -> TusStep | TusResponse:
+        """The first step."""
+        return self.send(None)
+
+    def send(self, result: Any) -> TusStep | TusResponse:
+        """Hand back what the last step gave; return the next step, or the response."""
+        try:
+            return self._steps.send(result)
+        except StopIteration as done:
+            response: TusResponse = done.value
+            return response
+
+    def throw(self, exc: BaseException) -> TusStep | TusResponse:
+        """Hand back what the last step raised; return the next step, or the response.
+
+        Raises:
+            BaseException: ``exc`` again, when it is not the exchange's to answer.
+        """
+        try:
+            return self._steps.throw(exc)
+        except StopIteration as done:
+            response: TusResponse = done.value
+            return response
+
+    def _run(self) -> Generator[TusStep, Any, TusResponse]:
+        protocol = self.protocol
+        try:
+            call = call_from_request(self.request, self.upload_id, self.prefix)
+            action = ACTIONS.get(call.method)
+            if action is not None and self.authorize is not None:
+                error = refused((yield CallHook(self.authorize, (action, self.upload_id))))
+                if error is not None:
+                    raise error
+            started = yield Blocking(protocol.start, (call,))
+            outcome: Outcome = (
+                (yield from self._transfer(started)) if isinstance(started, Transfer) else started
+            )
+            headers = outcome.response.headers
+            if RELPATH_HEADER in headers:
+                headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
+            completed = outcome.completed
+            if completed is not None:
+                # At least once: until it returns, every request that sees the upload runs it.
+                if self.on_complete is not None:
+                    try:
+                        yield CallHook(self.on_complete, (completed,))
+                    except Exception as exc:
+                        return protocol.hook_failed(completed, exc)
+                yield Blocking(protocol.hook_done, (completed.upload_id,))
+            return outcome.response
+        except TusError as exc:
+            return protocol.error(exc)
+        except self.passthrough:
+            raise  # the app's own answer (an abort in a hook)
+        except Exception as exc:
+            return protocol.failed(exc)
+
+    def _transfer(self, transfer: Transfer) -> Generator[TusStep, Any, Outcome]:
+        """Feed the body to ``transfer``, then complete it (keeping what arrived)."""
+        failure: Exception | None = None
+        try:
+            yield FeedBody(transfer)
+        except Exception as exc:
+            failure = exc
+        except BaseException:  # cancelled: the client went away; keep what arrived
+            yield Blocking(self.protocol.cut_off, (transfer,), shielded=True)
+            raise
+        outcome: Outcome = yield Blocking(
+            self.protocol.complete, (transfer, failure), shielded=True
+        )
+        return outcome
 
 
 #: Headers a tus request gives once at most.

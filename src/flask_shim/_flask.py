@@ -22,18 +22,7 @@ from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
 from async_hashfs._sync import SyncHashFS
-from async_hashfs._tus import (
-    ACTIONS,
-    RELPATH_HEADER,
-    URL_HEADER,
-    Outcome,
-    Transfer,
-    TusError,
-    TusProtocol,
-    TusResponse,
-)
-from async_hashfs._tus import call_from_request as tus_call
-from async_hashfs._tus import refused as tus_refused
+from async_hashfs._tus import Blocking, FeedBody, TusResponse, TusStep
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -249,60 +238,34 @@ class FlaskHashFS(ExtensionBase):
 
     def _tus_view(self, upload_id: str | None = None) -> Response:
         """The tus endpoint: the creation URL (``upload_id`` None) and each upload's URL."""
-        state = self._state
-        protocol: TusProtocol | None = state.tus
-        prefix = state.settings.tus_prefix
-        if protocol is None or prefix is None:
-            abort(404)  # a route an earlier init_app added, with other settings
-        try:
-            call = tus_call(request, upload_id, prefix)
-            action = ACTIONS.get(call.method)
-            if action is not None and self._tus_authorize is not None:
-                error = tus_refused(self._tus_authorize(action, upload_id))
-                if error is not None:
-                    raise error
-            started = protocol.start(call)
-            if isinstance(started, Transfer):
-                started = _tus_transfer(protocol, started)
-            headers = started.response.headers
-            if RELPATH_HEADER in headers:
-                headers[URL_HEADER] = self.url_for(headers[RELPATH_HEADER])
-            completed = started.completed
-            if completed is not None:
-                # At least once: until it returns, every request that sees the upload runs it.
-                if self._tus_complete is not None:
-                    try:
-                        self._tus_complete(completed)
-                    except Exception as exc:
-                        return _tus_response(protocol.hook_failed(completed, exc))
-                protocol.hook_done(completed.upload_id)
-            return _tus_response(started.response)
-        except TusError as exc:
-            return _tus_response(protocol.error(exc))
-        except HTTPException:
-            raise  # the app's own answer (an abort in a hook)
-        except Exception as exc:
-            return _tus_response(protocol.failed(exc))
+        exchange = self._tus_exchange(request, upload_id, (HTTPException,))
+        if exchange is None:
+            abort(404)
+        step = exchange.first()
+        while not isinstance(step, TusResponse):
+            try:
+                result = self._tus_step(step)
+            except BaseException as exc:
+                step = exchange.throw(exc)
+            else:
+                step = exchange.send(result)
+        return _tus_response(step)
+
+    def _tus_step(self, step: TusStep) -> Any:
+        """Carry out one step of a tus request (see :class:`~async_hashfs._tus.TusExchange`)."""
+        if isinstance(step, Blocking):
+            return step.func(*step.args)
+        if isinstance(step, FeedBody):
+            # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
+            request.max_content_length = _NO_BODY_LIMIT
+            for chunk in request_body():
+                step.transfer.write((chunk,))
+            return None
+        return step.hook(*step.args)
 
 
 #: Bodies sent to the tus endpoint are bounded by each upload's length instead.
 _NO_BODY_LIMIT = 1 << 62
-
-
-def _tus_transfer(protocol: TusProtocol, transfer: Transfer) -> Outcome:
-    """Feed the request body to ``transfer``, then complete it."""
-    # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
-    request.max_content_length = _NO_BODY_LIMIT
-    failure: Exception | None = None
-    try:
-        for chunk in request_body():
-            transfer.write((chunk,))
-    except Exception as exc:
-        failure = exc
-    except BaseException:
-        protocol.cut_off(transfer)
-        raise
-    return protocol.complete(transfer, failure)
 
 
 def _tus_response(response: TusResponse) -> Response:
