@@ -58,6 +58,8 @@ IN_FLIGHT = 16
 EXTENSION = "jpg"
 #: A contender whose rounds spread more than this around the median is flagged.
 NOISY = 0.25
+#: Contenders others are compared with.
+ANCHORS = ("raw", "hashfs", "floor")
 
 
 # -- measurement --------------------------------------------------------------
@@ -85,8 +87,10 @@ class Target:
     contender: str
     anchor: str
     minimum: float
-    #: The same comparison for the code before (``--baseline``): shown, not judged.
+    #: Shown, not judged: the same comparison for the code before (``--baseline``),
+    #: or how close a contender comes to a floor; ``note`` goes in the result column.
     info: bool = False
+    note: str = "(before)"
 
 
 @dataclass
@@ -96,6 +100,8 @@ class Case:
     work: float
     contenders: list[Contender]
     targets: list[Target]
+    #: Run once after the last round (the small case deletes its stores there).
+    cleanup: Callable[[], None] | None = None
 
     def contender(self, key: str) -> Contender:
         return next(c for c in self.contenders if c.key == key)
@@ -109,6 +115,7 @@ class Verdict:
     minimum: float
     ratio: float | None
     info: bool = False
+    note: str = "(before)"
 
     @property
     def passed(self) -> bool:
@@ -146,7 +153,9 @@ def judge(case: Case) -> list[Verdict]:
         ratio = None
         if contender.median is not None and anchor.median is not None:
             ratio = anchor.median / contender.median
-        verdicts.append(Verdict(case, contender, anchor, target.minimum, ratio, target.info))
+        verdicts.append(
+            Verdict(case, contender, anchor, target.minimum, ratio, target.info, target.note)
+        )
     return verdicts
 
 
@@ -380,20 +389,54 @@ def large_put_case(workspace: Workspace, size_mib: int, faces: list[Face]) -> Ca
 # -- case 2: many small puts --------------------------------------------------
 
 
-def small_puts_case(workspace: Workspace, puts: int, rounds: int, faces: list[Face]) -> Case:
+def small_puts_case(
+    workspace: Workspace, puts: int, rounds: int, faces: list[Face], hashfs_temp: str
+) -> Case:
+    """``hashfs_temp``: ``"bench"`` gives hashfs.HashFS a temp folder of its own in
+    the workspace (as ``TMPDIR`` on the stores' filesystem would), ``"system"``
+    leaves it the system temp folder.
+    """
     # Distinct payloads per round (round -1 is the warm-up), made before any timing.
     payloads = {
         round_: [os.urandom(SMALL_SIZE) for _ in range(puts)] for round_ in range(-1, rounds)
     }
+    # The stores are deleted only after the last round. On ext4 without a journal,
+    # every new inode (file or folder) is looked for past the inodes freed in the
+    # last 60 s (360 s while their inode table block is unwritten) in its block
+    # group, one buffer lookup each: deleting a round's ~6,000 files and folders
+    # made the next contender's creations up to 10x slower, by luck of placement.
+    # Each put makes about 3 inodes (the file and ~2 folders); where the filesystem
+    # has too few free for every round, each round's store goes after its round.
+    contenders_count = 2 * len(faces) + 2  # sync and async per face, hashfs, floor
+    needed = 3 * puts * (rounds + 1) * contenders_count
+    free = os.statvfs(workspace.path).f_favail
+    keep = free == 0 or free > 2 * needed  # 0: a filesystem that does not count inodes
+    if not keep:
+        print(
+            f"- small case: {free:,} free inodes, fewer than twice the {needed:,} "
+            "needed to keep every round's store: each is deleted after its round, "
+            "which slows the next round's creations on ext4 without a journal"
+        )
+        print()
+    kept: list[str] = []
+    hashfs_tmp = os.path.join(workspace.path, "hashfs-tmp") if hashfs_temp == "bench" else None
+    if hashfs_tmp is not None:
+        os.mkdir(hashfs_tmp)
+
+    def cleanup() -> None:
+        for root in kept:
+            workspace.discard(root)
+        if hashfs_tmp is not None:
+            shutil.rmtree(hashfs_tmp, ignore_errors=True)
 
     def measure(put_all: Callable[[str, list[bytes]], float]) -> Callable[[int], float]:
         def run(round_: int) -> float:
             root = workspace.fresh_root()
-            try:
-                elapsed = put_all(root, payloads[round_])
-                check(count_stored(root) == puts, f"expected {puts} stored files")
-            finally:
-                workspace.discard(root)
+            kept.append(root)
+            elapsed = put_all(root, payloads[round_])
+            check(count_stored(root) == puts, f"expected {puts} stored files")
+            if not keep:
+                workspace.discard(kept.pop())
             return elapsed
 
         return run
@@ -432,9 +475,38 @@ def small_puts_case(workspace: Workspace, puts: int, rounds: int, faces: list[Fa
     def hashfs_loop(root: str, batch: list[bytes]) -> float:
         fs = hashfs.HashFS(root)
         put = fs.put
+        system_tmp = tempfile.tempdir
+        tempfile.tempdir = hashfs_tmp or system_tmp  # what NamedTemporaryFile uses
+        try:
+            started = start_timer()
+            for data in batch:
+                put(io.BytesIO(data))
+            return time.perf_counter() - started
+        finally:
+            tempfile.tempdir = system_tmp
+
+    def floor_loop(root: str, batch: list[bytes]) -> float:
+        """The floor: hash, make the folders, create, write, close, rename; nothing else."""
+        join, makedirs, open_, write, close, rename = (
+            os.path.join,
+            os.makedirs,
+            os.open,
+            os.write,
+            os.close,
+            os.rename,
+        )
+        sha256 = hashlib.sha256
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        temp = join(root, "floor.tmp")
         started = start_timer()
         for data in batch:
-            put(io.BytesIO(data))
+            id = sha256(data).hexdigest()
+            folder = join(root, id[:2], id[2:4], id[4:6])
+            makedirs(folder, exist_ok=True)
+            fd = open_(temp, flags, 0o664)
+            write(fd, data)
+            close(fd)
+            rename(temp, join(folder, id[6:]))
         return time.perf_counter() - started
 
     contenders = []
@@ -453,13 +525,18 @@ def small_puts_case(workspace: Workspace, puts: int, rounds: int, faces: list[Fa
             Target(k + "sync", "hashfs", 1.3, face.before),
             Target(k + "async", "hashfs", 1.2, face.before),
         ]
+    targets.append(Target("sync", "floor", 0, info=True, note="(of floor)"))
     contenders.append(Contender("hashfs", "hashfs.HashFS.put(BytesIO) loop", measure(hashfs_loop)))
+    contenders.append(
+        Contender("floor", "floor: bare makedirs+create+write+rename loop", measure(floor_loop))
+    )
     return Case(
         title=f"{puts} puts of 1 KiB",
         unit="puts/s",
         work=puts,
         contenders=contenders,
         targets=targets,
+        cleanup=cleanup,
     )
 
 
@@ -520,6 +597,19 @@ def mount_of(path: str) -> tuple[str, str, str]:
     return best
 
 
+def fs_note(fstype: str, device: str) -> str:
+    """Say whether an ext4 has a journal: without one, creating inodes right after
+    deleting many is slow (see small_puts_case)."""
+    if fstype != "ext4":
+        return ""
+    try:
+        with open(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task") as task:
+            journal = task.read().strip()
+    except OSError:
+        return ""
+    return ", no journal" if journal == "<none>" else ", journaled"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -549,10 +639,15 @@ def print_machine(bench_dir: str, args: argparse.Namespace) -> None:
     print(f"- python: {platform.python_implementation()} {platform.python_version()}")
     print(f"- platform: {platform.platform()}")
     print(f"- cpu: {cpu_model()}; {os.cpu_count()} logical, {usable} usable")
-    print(f"- bench dir: {bench_dir} on {fstype} ({device} at {point})")
+    print(f"- bench dir: {bench_dir} on {fstype}{fs_note(fstype, device)} ({device} at {point})")
     print(
         f"- system temp dir (where hashfs.HashFS writes before moving): {system_temp}, "
         f"{'same filesystem' if same_fs else 'OTHER filesystem: HashFS copies each file'}"
+        + (
+            "; in the small case a folder in the bench dir instead (--hashfs-temp)"
+            if args.hashfs_temp == "bench"
+            else ""
+        )
     )
     print(
         f"- versions: async-hashfs {version('async-hashfs')}, hashfs {version('hashfs')}, "
@@ -614,11 +709,11 @@ def report(cases: list[Case]) -> list[Verdict]:
                 [
                     v.anchor.key,
                     "-" if v.ratio is None else f"{v.ratio:.3f}x",
-                    f">= {v.minimum:g}x",
-                    "(before)" if v.info else "PASS" if v.passed else "FAIL",
+                    f">= {v.minimum:g}x" if v.minimum else "-",
+                    v.note if v.info else "PASS" if v.passed else "FAIL",
                 ]
                 for v in mine
-            ] or [["(anchor)" if contender.key in ("raw", "hashfs") else "", "", "", ""]]
+            ] or [["(anchor)" if contender.key in ANCHORS else "", "", "", ""]]
             for index, comparison in enumerate(comparisons):
                 title = case.title if first_row_of_case else ""
                 first_row_of_case = False
@@ -709,6 +804,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="which cases to run, comma-separated (default large,small,gets)",
     )
     parser.add_argument(
+        "--hashfs-temp",
+        choices=("bench", "system"),
+        default="bench",
+        help="where hashfs.HashFS writes its temp files in the small case: a folder of its "
+        "own in the bench dir, as TMPDIR on the stores' filesystem would (default), or the "
+        "system temp folder",
+    )
+    parser.add_argument(
         "--dir",
         default=os.environ.get("BENCH_DIR") or os.getcwd(),
         help="where the temp stores go (default $BENCH_DIR, else the current folder)",
@@ -753,7 +856,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "large" in wanted:
         builders.append(lambda: large_put_case(workspace, args.size_mib, faces))
     if "small" in wanted:
-        builders.append(lambda: small_puts_case(workspace, args.puts, args.rounds, faces))
+        builders.append(
+            lambda: small_puts_case(workspace, args.puts, args.rounds, faces, args.hashfs_temp)
+        )
     if "gets" in wanted:
         builders.append(lambda: gets_case(workspace, args.gets))
     try:
@@ -765,7 +870,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("  ! a case could not be set up:", file=sys.stderr)
                 traceback.print_exc()
                 continue
-            run_case(case, args.rounds)
+            try:
+                run_case(case, args.rounds)
+            finally:
+                if case.cleanup is not None:
+                    case.cleanup()
             cases.append(case)
     finally:
         workspace.close()

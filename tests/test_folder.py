@@ -75,6 +75,50 @@ def test_missing_folders_are_made_last_with_the_mode(tmp_path: Path, mode: str) 
     assert (root / "a" / "b").stat().st_mode & 0o777 == 0o700
 
 
+def test_below_a_new_folder_folders_are_made_without_looking_first(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    missed: list[str] = []
+    child = Folder.child
+
+    def counting_child(self: Folder, name: str) -> Folder:
+        try:
+            return child(self, name)
+        except FileNotFoundError:
+            missed.append(name)
+            raise
+
+    monkeypatch.setattr(Folder, "child", counting_child)
+    with FolderPath.open(str(tmp_path), ["a", "b", "c", "d"], make_mode=0o755) as folders:
+        assert folders.leaf.path == str(tmp_path / "a" / "b" / "c" / "d")
+    assert missed == ["b"]  # "c" and "d" are made at once: "b" was just made
+    assert (tmp_path / "a" / "b" / "c" / "d").is_dir()
+
+
+def test_below_a_new_folder_what_another_writer_put_there_is_checked(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "outside").mkdir()
+    mkdir = Folder.mkdir
+
+    def planting_mkdir(self: Folder, name: str, mode_: int) -> None:
+        # Another writer gets in between each folder's making and the next one's.
+        mkdir(self, name, mode_)
+        planted = Path(self.join(name))
+        if name == "a":
+            (planted / "b").mkdir()  # a folder: used as it is
+        elif name == "x":
+            os.symlink(tmp_path / "outside", planted / "y")  # a symlink: refused
+
+    monkeypatch.setattr(Folder, "mkdir", planting_mkdir)
+    with FolderPath.open(str(tmp_path), ["a", "b", "c"], make_mode=0o755) as folders:
+        assert folders.leaf.path == str(tmp_path / "a" / "b" / "c")
+    with pytest.raises(NotADirectoryError, match="symlink"):
+        FolderPath.open(str(tmp_path), ["x", "y", "z"], make_mode=0o755)
+    assert list((tmp_path / "outside").iterdir()) == []
+
+
 def test_remove_empty_goes_up_while_empty_and_never_removes_the_root(
     tmp_path: Path, mode: str
 ) -> None:

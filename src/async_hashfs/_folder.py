@@ -96,21 +96,31 @@ class Folder:
             raise self._not_a_folder(name)
         return Folder(None, self.join(name))
 
-    def make_child(self, name: str, mode: int) -> Folder:
+    def make_child(self, name: str, mode: int, new: bool = False) -> tuple[Folder, bool]:
         """Open the folder ``name`` in this one, making it (``mode``) when missing.
+
+        With ``new`` (this folder was just made, so ``name`` is most likely
+        missing) the folder is made first rather than looked for first: one
+        failed open less per folder a put adds below another new one.
+
+        Returns the folder and whether this call made it.
 
         Raises:
             FileNotFoundError: it was removed again between its making and
                 its opening (a concurrent delete); the caller tries again.
             NotADirectoryError: it is a symlink, or not a folder.
         """
+        if not new:
+            try:
+                return self.child(name), False
+            except FileNotFoundError:
+                pass
         try:
-            return self.child(name)
-        except FileNotFoundError:
-            pass
-        with contextlib.suppress(FileExistsError):
             self.mkdir(name, mode)
-        return self.child(name)
+            made = True
+        except FileExistsError:
+            made = False
+        return self.child(name), made
 
     def _not_a_folder(self, name: str) -> NotADirectoryError:
         try:
@@ -235,12 +245,14 @@ class FolderPath:
                 os.makedirs(root)
             folder = Folder.open_root(root)
         folders = [folder]
+        made = False
         try:
             for number, name in enumerate(names, 1):
                 if make_mode is None:
                     folder = folder.child(name)
                 else:
-                    folder = folder.make_child(name, make_mode if number == len(names) else 0o777)
+                    mode = make_mode if number == len(names) else 0o777
+                    folder, made = folder.make_child(name, mode, new=made)
                 folders.append(folder)
         except BaseException:
             for opened in folders:

