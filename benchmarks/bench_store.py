@@ -71,6 +71,9 @@ class Contender:
     label: str
     run: Callable[[int], float]
     times: list[float] = field(default_factory=list)
+    #: CPU seconds of the whole process (every thread) per round, the round's
+    #: setup included: what a loaded machine must find cores for.
+    cpu: list[float] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -127,6 +130,7 @@ def run_case(case: Case, rounds: int, warmup: bool = True) -> None:
         for contender in order:
             if contender.error is not None:
                 continue
+            cpu = time.process_time()
             try:
                 elapsed = contender.run(round_)
             except Exception as exc:
@@ -136,6 +140,7 @@ def run_case(case: Case, rounds: int, warmup: bool = True) -> None:
                 continue
             if round_ >= 0:
                 contender.times.append(elapsed)
+                contender.cpu.append(time.process_time() - cpu)
 
 
 def judge(case: Case) -> list[Verdict]:
@@ -588,7 +593,7 @@ def render_table(header: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def report(cases: list[Case]) -> list[Verdict]:
-    header = ["case", "contender", "median time", "median rate", "spread"]
+    header = ["case", "contender", "median time", "median rate", "spread", "median CPU"]
     header += ["vs", "ratio", "target", "result"]
     rows: list[list[str]] = []
     verdicts: list[Verdict] = []
@@ -599,15 +604,16 @@ def report(cases: list[Case]) -> list[Verdict]:
         for contender in case.contenders:
             median = contender.median
             if median is None:
-                cells = ["-", "-", "-"]
+                cells = ["-", "-", "-", "-"]
                 if contender.error is not None:
-                    cells = ["ERROR", contender.error[:40], "-"]
+                    cells = ["ERROR", contender.error[:40], "-", "-"]
             else:
                 spread = (max(contender.times) - min(contender.times)) / median
                 cells = [
                     format_time(median),
                     format_rate(case.work / median, case.unit),
                     f"{spread:.0%}",
+                    format_time(statistics.median(contender.cpu)),
                 ]
             mine = [v for v in case_verdicts if v.contender is contender]
             comparisons = [
@@ -622,7 +628,7 @@ def report(cases: list[Case]) -> list[Verdict]:
             for index, comparison in enumerate(comparisons):
                 title = case.title if first_row_of_case else ""
                 first_row_of_case = False
-                who = [contender.label, *cells] if index == 0 else ["", "", "", ""]
+                who = [contender.label, *cells] if index == 0 else [""] * (1 + len(cells))
                 rows.append([title, *who, *comparison])
     print("## Results (medians)")
     print()
@@ -630,7 +636,8 @@ def report(cases: list[Case]) -> list[Verdict]:
     print()
     print(
         "ratio = anchor median time / contender median time (above 1: contender faster); "
-        "spread = (max - min) / median over the rounds."
+        "spread = (max - min) / median over the rounds; median CPU = CPU time of the "
+        "whole process (all threads) per round, the round's setup included."
     )
     print()
     return verdicts

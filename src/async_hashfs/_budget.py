@@ -236,8 +236,9 @@ async def pump(
     call_soon = _loop_caller()
 
     def settle() -> None:
-        # On the loop: release what the hops wrote since the last call.
-        nonlocal settle_due, settled, unwritten, written
+        # On the loop, maybe outside any task (a callback the thread asked
+        # for), so it makes no Event: the pump makes ``written`` before it waits.
+        nonlocal settle_due, settled, unwritten
         settle_due = False
         size = done - settled
         if size:
@@ -245,7 +246,6 @@ async def pump(
             unwritten -= size
             budget.release(size)
             written.set()
-            written = anyio.Event()
 
     def write_queued_now() -> None:
         # One hop writes for as long as chunks keep coming, in batches of up
@@ -329,6 +329,7 @@ async def pump(
                     if limit is not None and received > limit:
                         raise FileTooLarge(limit)
                     while unwritten >= PER_PUT:  # this put's own writer frees it
+                        written = anyio.Event()
                         await written.wait()
             except Exception as exc:
                 failures.append(exc)
