@@ -40,6 +40,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import anyio
 import hashfs
@@ -181,6 +182,12 @@ class Face:
 
 
 def load_baseline(src: str) -> Face:
+    """The faces of the ``async_hashfs`` package found in the folder ``src``."""
+    module = import_baseline(src)
+    return Face("before-", " [before]", module.SyncHashFS, module.AsyncHashFS)
+
+
+def import_baseline(src: str) -> ModuleType:
     """Import the ``async_hashfs`` package found in the folder ``src`` under another name."""
     folder = os.path.join(src, "async_hashfs")
     spec = importlib.util.spec_from_file_location(
@@ -193,7 +200,7 @@ def load_baseline(src: str) -> Face:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return Face("before-", " [before]", module.SyncHashFS, module.AsyncHashFS)
+    return module
 
 
 # -- the workspace ------------------------------------------------------------

@@ -14,7 +14,14 @@ import anyio.lowlevel
 import pytest
 
 from async_hashfs import AsyncHashFS, FileTooLarge
-from async_hashfs._budget import BATCH, DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget, pump
+from async_hashfs._budget import (
+    BATCH,
+    DEFAULT_UPLOAD_MEMORY,
+    PER_PUT,
+    RELEASE_EVERY,
+    UploadBudget,
+    pump,
+)
 
 from .conftest import stored_files, temp_files
 
@@ -222,6 +229,27 @@ class Recorder:
         return b"".join(b"".join(batch) for batch in self.batches)
 
 
+def stops_at(call: int, until: threading.Event, entered: threading.Event | None = None) -> Any:
+    """A ``consume`` whose ``call``-th call sets ``entered``, then waits for ``until``."""
+    calls = 0
+
+    def consume(chunks: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            if entered is not None:
+                entered.set()
+            assert until.wait(10), "the pump never let this call go on"
+
+    return consume
+
+
+async def in_memory(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    """A source faster than any writer."""
+    for chunk in chunks:
+        yield chunk
+
+
 async def test_a_writer_that_waits_is_woken_for_every_chunk() -> None:
     # The source hands over each chunk only once the one before is written, so
     # the writer waits for a wake before every chunk: a wake lost would hang.
@@ -270,18 +298,19 @@ async def test_chunks_that_come_during_a_hop_ride_along_without_a_wake() -> None
     assert budget.used == 0
 
 
-async def test_a_long_hop_releases_each_batch_as_it_is_written() -> None:
+async def test_a_long_hop_releases_what_it_wrote_as_it_goes() -> None:
     # A source faster than the writer fills PER_PUT, and one hop writes it a
     # BATCH at a time. While that hop's thread is still writing, what it has
-    # written must be released already, so the source is read on meanwhile.
+    # written (RELEASE_EVERY) must be released already, so the source is read
+    # on meanwhile.
     budget = UploadBudget(64 << 20)
-    mid_hop = threading.Event()  # a hop's second batch is being written
+    mid_hop = threading.Event()  # a hop writes on after RELEASE_EVERY bytes
     go_on = threading.Event()
     hops: list[int] = []
 
     def consume(chunks: list[Any]) -> None:
         hops[-1] += 1
-        if hops[-1] == 2 and not mid_hop.is_set():
+        if hops[-1] == RELEASE_EVERY // BATCH + 1 and not mid_hop.is_set():
             mid_hop.set()
             assert go_on.wait(10)
 
@@ -304,7 +333,7 @@ async def test_a_long_hop_releases_each_batch_as_it_is_written() -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(pump, fast(), consume, run, budget)
             try:
-                assert await anyio.to_thread.run_sync(mid_hop.wait, 10), "no hop wrote twice"
+                assert await anyio.to_thread.run_sync(mid_hop.wait, 10), "no hop wrote on"
                 while produced <= PER_PUT // BATCH:  # more than fits without a release
                     await progressed.wait()
             finally:
@@ -322,12 +351,9 @@ async def test_a_hop_that_fails_midway_gives_everything_back() -> None:
         if calls == 3:  # two batches written (and released during the hop), then a failure
             raise OSError("the disk broke")
 
-    async def fast() -> AsyncIterator[bytes]:
-        for chunk in blocks(6, 3 * PER_PUT // BATCH, BATCH):
-            yield chunk
-
+    chunks = blocks(6, 3 * PER_PUT // BATCH, BATCH)
     with anyio.fail_after(20), pytest.raises(OSError, match="the disk broke"):
-        await pump(fast(), consume, anyio.to_thread.run_sync, budget)
+        await pump(in_memory(chunks), consume, anyio.to_thread.run_sync, budget)
     for _ in range(10):  # any release the thread asked for arrives, and changes nothing
         await anyio.lowlevel.checkpoint()
     assert calls == 3 and budget.used == 0 and budget.waiting == 0
@@ -337,14 +363,7 @@ async def test_a_put_cancelled_during_a_long_hop_gives_everything_back() -> None
     budget = UploadBudget(64 << 20)
     in_hop = threading.Event()
     hop_may_go_on = threading.Event()
-    calls = 0
-
-    def consume(chunks: list[Any]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            in_hop.set()
-            assert hop_may_go_on.wait(10)
+    consume = stops_at(2, hop_may_go_on, in_hop)
 
     async def endless() -> AsyncIterator[bytes]:
         chunk = b"\x01" * BATCH
@@ -365,3 +384,25 @@ async def test_a_put_cancelled_during_a_long_hop_gives_everything_back() -> None
             await anyio.lowlevel.checkpoint()
     assert scope.cancelled_caught
     assert budget.used == 0 and budget.waiting == 0
+
+
+async def test_a_hop_releases_at_once_what_another_upload_waits_for() -> None:
+    # Another upload waits for budget that this put's writer holds: the hop
+    # has its first batch released without waiting for RELEASE_EVERY bytes.
+    budget = UploadBudget(PER_PUT + BATCH)
+    other_granted = threading.Event()
+    consume = stops_at(2, other_granted)
+
+    async def other() -> None:
+        while budget.used < PER_PUT:  # this put holds its share: now ask for more
+            await anyio.lowlevel.checkpoint()
+        await budget.acquire(2 * BATCH)
+        other_granted.set()
+        budget.release(2 * BATCH)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            chunks = blocks(8, 2 * PER_PUT // BATCH, BATCH)
+            await pump(in_memory(chunks), consume, anyio.to_thread.run_sync, budget)
+    assert other_granted.is_set() and budget.used == 0

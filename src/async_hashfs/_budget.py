@@ -13,8 +13,8 @@ No waiter can deadlock the budget, because nothing waits for budget while
 holding budget that only its own progress would release:
 
 - bytes in the pipeline are released by the writer, which never waits for
-  budget: a thread hop writes everything queued so far and releases each
-  batch as it is written, so no partial batch is held back for more bytes;
+  budget: a thread hop writes everything queued so far and has it released
+  as it goes, so no partial batch is held back for more bytes;
 - bytes in a body are charged only while its reader waits for them, so they
   are taken as soon as the reader runs; a reader that stops reading leaves
   nothing charged behind;
@@ -47,9 +47,11 @@ DEFAULT_UPLOAD_MEMORY = 32 << 20
 #: What one put may hold unwritten before it waits for its own writer: a fast
 #: client must not take the whole budget from the others while the disk lags.
 PER_PUT = 4 << 20
-#: Bytes a writer hop hands to ``consume`` at once; each batch is released as
-#: soon as it is written, while the hop goes on with what came in meanwhile.
+#: Bytes a writer hop hands to ``consume`` at once.
 BATCH = 1 << 20
+#: Bytes a hop writes before it has the loop release them while it goes on
+#: (each release wakes the loop); at once when another upload waits for budget.
+RELEASE_EVERY = PER_PUT // 2
 #: Bytes after which a hop ends even if more keep coming, so that the uploads
 #: of a store take turns at its threads.
 HOP = 16 << 20
@@ -201,10 +203,11 @@ async def pump(
     Each chunk is charged to ``budget`` as it is taken from the source and
     queued at once. A writer task hands the queue to ``consume`` in a
     ``run(func)`` thread hop, :data:`BATCH` bytes at a time, for as long as
-    chunks keep coming (up to :data:`HOP` bytes a hop); each batch is released
-    as soon as it is written, without ending the hop. So the source is read
-    while the previous chunks are written, and it stops being read while the
-    budget is used up, or while this put alone holds :data:`PER_PUT` bytes
+    chunks keep coming (up to :data:`HOP` bytes a hop), and has the loop
+    release what it wrote every :data:`RELEASE_EVERY` bytes (at once if
+    another upload waits for budget) without ending the hop. So the source is
+    read while the previous chunks are written, and it stops being read while
+    the budget is used up, or while this put alone holds :data:`PER_PUT` bytes
     unwritten. ``limit`` bounds the total size, checked as bytes arrive.
 
     The loop does as little per chunk as it can, because for small chunks it
@@ -249,7 +252,7 @@ async def pump(
 
     def write_queued_now() -> None:
         # One hop writes for as long as chunks keep coming, in batches of up
-        # to BATCH bytes; each batch written is released from here (settle()
+        # to BATCH bytes, and has what it wrote released from here (settle()
         # asked for on the loop, without waiting), so the source refills the
         # queue while this thread writes on and the hop need not end for it.
         nonlocal done, settle_due
@@ -263,7 +266,13 @@ async def pump(
                 size += nbytes
             consume(chunks)
             done += size
-            if queue and not settle_due:  # else the hop ends and settles at once
+            # Each settle() wakes the loop, so ask for one per RELEASE_EVERY
+            # (the source refills that much while the rest of PER_PUT is
+            # written), or at once if another upload waits for budget.
+            # ``settled`` and ``budget.waiting`` are the loop's: read as hints.
+            if (
+                queue and not settle_due and (done - settled >= RELEASE_EVERY or budget.waiting)
+            ):  # else the hop ends and settles at once
                 settle_due = True
                 call_soon(settle)
 
