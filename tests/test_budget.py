@@ -390,15 +390,27 @@ async def test_a_hop_releases_at_once_what_another_upload_waits_for() -> None:
     # Another upload waits for budget that this put's writer holds: the hop
     # has its first batch released without waiting for RELEASE_EVERY bytes.
     budget = UploadBudget(PER_PUT + BATCH)
+    other_waits = threading.Event()
     other_granted = threading.Event()
-    consume = stops_at(2, other_granted)
+    calls = 0
+
+    def consume(chunks: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the other upload queues up while this batch is written
+            assert other_waits.wait(10)
+        if calls == 2:
+            assert other_granted.wait(10), "the waiting upload got nothing during the hop"
 
     async def other() -> None:
         while budget.used < PER_PUT:  # this put holds its share: now ask for more
             await anyio.lowlevel.checkpoint()
-        await budget.acquire(2 * BATCH)
+        granted = anyio.Event()
+        ticket = budget.enqueue(2 * BATCH, granted.set)
+        other_waits.set()
+        await granted.wait()
         other_granted.set()
-        budget.release(2 * BATCH)
+        budget.withdraw(ticket)
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
