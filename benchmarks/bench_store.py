@@ -40,6 +40,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import anyio
 import hashfs
@@ -73,6 +74,12 @@ class Contender:
     label: str
     run: Callable[[int], float]
     times: list[float] = field(default_factory=list)
+    #: CPU seconds of the whole process (every thread) per round, the round's
+    #: setup included: what a loaded machine must find cores for.
+    cpu: list[float] = field(default_factory=list)
+    #: CPU seconds of the event loop's own thread per call, warm-up included
+    #: (async contenders only): what the put costs the loop that serves requests.
+    loop_cpu: list[float] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -134,6 +141,7 @@ def run_case(case: Case, rounds: int, warmup: bool = True) -> None:
         for contender in order:
             if contender.error is not None:
                 continue
+            cpu = time.process_time()
             try:
                 elapsed = contender.run(round_)
             except Exception as exc:
@@ -143,6 +151,7 @@ def run_case(case: Case, rounds: int, warmup: bool = True) -> None:
                 continue
             if round_ >= 0:
                 contender.times.append(elapsed)
+                contender.cpu.append(time.process_time() - cpu)
 
 
 def judge(case: Case) -> list[Verdict]:
@@ -182,6 +191,12 @@ class Face:
 
 
 def load_baseline(src: str) -> Face:
+    """The faces of the ``async_hashfs`` package found in the folder ``src``."""
+    module = import_baseline(src)
+    return Face("before-", " [before]", module.SyncHashFS, module.AsyncHashFS)
+
+
+def import_baseline(src: str) -> ModuleType:
     """Import the ``async_hashfs`` package found in the folder ``src`` under another name."""
     folder = os.path.join(src, "async_hashfs")
     spec = importlib.util.spec_from_file_location(
@@ -194,7 +209,7 @@ def load_baseline(src: str) -> Face:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return Face("before-", " [before]", module.SyncHashFS, module.AsyncHashFS)
+    return module
 
 
 # -- the workspace ------------------------------------------------------------
@@ -321,13 +336,18 @@ def large_put_case(workspace: Workspace, size_mib: int, faces: list[Face]) -> Ca
 
         return put
 
-    def async_put(face: Face, source: Callable[[], object]) -> Callable[[str], tuple[float, str]]:
+    def async_put(
+        face: Face, source: Callable[[], object], loop_cpu: list[float]
+    ) -> Callable[[str], tuple[float, str]]:
         def put(root: str) -> tuple[float, str]:
             async def main() -> tuple[float, str]:
                 fs = face.asyncio(root)
                 started = start_timer()
+                cpu = time.thread_time()
                 address = await fs.put(source())
-                return time.perf_counter() - started, address.id
+                elapsed = time.perf_counter() - started
+                loop_cpu.append(time.thread_time() - cpu)
+                return elapsed, address.id
 
             return anyio.run(main, backend="asyncio")
 
@@ -349,25 +369,24 @@ def large_put_case(workspace: Workspace, size_mib: int, faces: list[Face]) -> Ca
     sources = {n: in_memory(n) for _, _, n in in_memory_sizes}
     contenders = [Contender("raw", "raw single pass (read/sha256/write/rename)", measure(raw))]
     targets = []
+
+    def async_contender(
+        face: Face, key: str, label: str, source: Callable[[], object]
+    ) -> Contender:
+        loop_cpu: list[float] = []
+        run = measure(async_put(face, source, loop_cpu))
+        label = f"AsyncHashFS.put({label}){face.tag}"
+        return Contender(face.key + key, label, run, loop_cpu=loop_cpu)
+
     for face in faces:
         k, tag = face.key, face.tag
         contenders += [
             Contender(k + "sync", f"SyncHashFS.put(path){tag}", measure(sync_path(face))),
-            Contender(
-                k + "async", f"AsyncHashFS.put(path){tag}", measure(async_put(face, lambda: src))
-            ),
-            Contender(
-                k + "stream",
-                f"AsyncHashFS.put(async iter, 1 MiB){tag}",
-                measure(async_put(face, lambda: file_chunks(src))),
-            ),
+            async_contender(face, "async", "path", lambda: src),
+            async_contender(face, "stream", "async iter, 1 MiB", lambda: file_chunks(src)),
         ]
         contenders += [
-            Contender(
-                k + key,
-                f"AsyncHashFS.put(in memory, {label}){tag}",
-                measure(async_put(face, sources[n])),
-            )
+            async_contender(face, key, f"in memory, {label}", sources[n])
             for key, label, n in in_memory_sizes
         ]
         minimums = {"sync": 0.85, "async": 0.85, "stream": 0.9}
@@ -683,7 +702,8 @@ def render_table(header: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def report(cases: list[Case]) -> list[Verdict]:
-    header = ["case", "contender", "median time", "median rate", "spread"]
+    header = ["case", "contender", "median time", "median rate", "spread", "median CPU"]
+    header.append("loop CPU")
     header += ["vs", "ratio", "target", "result"]
     rows: list[list[str]] = []
     verdicts: list[Verdict] = []
@@ -694,15 +714,17 @@ def report(cases: list[Case]) -> list[Verdict]:
         for contender in case.contenders:
             median = contender.median
             if median is None:
-                cells = ["-", "-", "-"]
+                cells = ["-", "-", "-", "-", "-"]
                 if contender.error is not None:
-                    cells = ["ERROR", contender.error[:40], "-"]
+                    cells = ["ERROR", contender.error[:40], "-", "-", "-"]
             else:
                 spread = (max(contender.times) - min(contender.times)) / median
                 cells = [
                     format_time(median),
                     format_rate(case.work / median, case.unit),
                     f"{spread:.0%}",
+                    format_time(statistics.median(contender.cpu)),
+                    loop_cpu(contender),
                 ]
             mine = [v for v in case_verdicts if v.contender is contender]
             comparisons = [
@@ -717,7 +739,7 @@ def report(cases: list[Case]) -> list[Verdict]:
             for index, comparison in enumerate(comparisons):
                 title = case.title if first_row_of_case else ""
                 first_row_of_case = False
-                who = [contender.label, *cells] if index == 0 else ["", "", "", ""]
+                who = [contender.label, *cells] if index == 0 else [""] * (1 + len(cells))
                 rows.append([title, *who, *comparison])
     print("## Results (medians)")
     print()
@@ -725,10 +747,18 @@ def report(cases: list[Case]) -> list[Verdict]:
     print()
     print(
         "ratio = anchor median time / contender median time (above 1: contender faster); "
-        "spread = (max - min) / median over the rounds."
+        "spread = (max - min) / median over the rounds; median CPU = CPU time of the "
+        "whole process (all threads) per round, the round's setup included; loop CPU = "
+        "CPU time of the event loop's thread during the put (async contenders)."
     )
     print()
     return verdicts
+
+
+def loop_cpu(contender: Contender) -> str:
+    """The median loop-thread CPU time of the measured rounds, or ``""``."""
+    measured = contender.loop_cpu[-len(contender.times) :] if contender.times else []
+    return format_time(statistics.median(measured)) if measured else ""
 
 
 def print_rounds(cases: list[Case]) -> None:

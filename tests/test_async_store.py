@@ -122,6 +122,60 @@ async def test_put_aiofiles_file(
         assert (await async_fs.put(file, "bin")).id == DATA_ID
 
 
+async def test_put_async_sources_of_every_chunk_kind(async_fs: AsyncHashFS) -> None:
+    # Read by the pump without a generator around them: each kind of chunk
+    # is still taken as before, and empty ones are skipped.
+    class Items:  # an async iterator that is not a generator
+        def __init__(self, items: list[object]) -> None:
+            self._items = iter(items)
+
+        def __aiter__(self) -> Items:
+            return self
+
+        async def __anext__(self) -> object:
+            try:
+                return next(self._items)
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+    items: list[object] = [b"", DATA[:10], "é", bytearray(DATA[10:1000]), b""]
+    items += [memoryview(DATA)[1000:], b""]
+    expected = DATA[:10] + "é".encode() + DATA[10:]
+    address = await async_fs.put(Items(items))
+    assert address.id == hashlib.sha256(expected).hexdigest()
+
+    class ReadsViews:  # an async file whose reads are bytearrays and memoryviews
+        def __init__(self) -> None:
+            self._data = io.BytesIO(DATA)
+            self.sizes: list[int] = []
+
+        async def read(self, size: int = -1) -> object:
+            self.sizes.append(size)
+            chunk = self._data.read(size)
+            return memoryview(chunk) if len(self.sizes) % 2 else bytearray(chunk)
+
+    source = ReadsViews()
+    assert (await async_fs.put(source)).id == DATA_ID
+    assert set(source.sizes) == {1 << 20}  # CHUNK_SIZE
+
+
+async def test_a_failed_put_closes_its_async_generator_at_once(async_fs: AsyncHashFS) -> None:
+    events: list[str] = []
+
+    async def source() -> AsyncIterator[object]:
+        try:
+            yield b"fine"
+            yield 7
+            yield b"never"
+        finally:
+            events.append("closed")
+
+    with pytest.raises(InvalidSource, match="yielded int"):
+        await async_fs.put(source())
+    assert events == ["closed"]  # before put() raised, not at collection
+    assert stored_files(async_fs.root) == [] and temp_files(async_fs.root) == []
+
+
 @pytest.mark.parametrize(
     "make",
     [

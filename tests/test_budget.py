@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from async_hashfs import AsyncHashFS, FileTooLarge
-from async_hashfs._budget import DEFAULT_UPLOAD_MEMORY, PER_PUT, UploadBudget
+from async_hashfs._budget import (
+    BATCH,
+    DEFAULT_UPLOAD_MEMORY,
+    PER_PUT,
+    RELEASE_EVERY,
+    UploadBudget,
+    pump,
+)
 
 from .conftest import stored_files, temp_files
 
@@ -194,3 +203,218 @@ async def test_one_put_holds_at_most_its_share(root: Path) -> None:
     assert (await fs.put(slowly(chunks, 0))).id == digest(chunks)
     assert 0 < fs.budget.peak <= PER_PUT + 256 * KIB
     assert fs.budget.used == 0
+
+
+# -- the pump: wakes, hops and releases ------------------------------------------
+
+
+class Recorder:
+    """A ``consume`` and a ``run`` for :func:`pump`: what each call got, and how many hops."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.hops = 0
+        self.hop_over = anyio.Event()
+
+    def consume(self, chunks: list[Any]) -> None:
+        self.batches.append([bytes(chunk) for chunk in chunks])
+
+    async def run(self, func: Callable[[], None]) -> None:
+        await anyio.to_thread.run_sync(func)
+        self.hops += 1
+        self.hop_over.set()
+        self.hop_over = anyio.Event()
+
+    def written(self) -> bytes:
+        return b"".join(b"".join(batch) for batch in self.batches)
+
+
+def stops_at(call: int, until: threading.Event, entered: threading.Event | None = None) -> Any:
+    """A ``consume`` whose ``call``-th call sets ``entered``, then waits for ``until``."""
+    calls = 0
+
+    def consume(chunks: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            if entered is not None:
+                entered.set()
+            assert until.wait(10), "the pump never let this call go on"
+
+    return consume
+
+
+async def in_memory(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    """A source faster than any writer."""
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_a_writer_that_waits_is_woken_for_every_chunk() -> None:
+    # The source hands over each chunk only once the one before is written, so
+    # the writer waits for a wake before every chunk: a wake lost would hang.
+    budget = UploadBudget()
+    recorder = Recorder()
+    chunks = blocks(3, 20, 16 * KIB)
+
+    async def one_at_a_time() -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            while len(recorder.written()) < i * len(chunk):
+                await recorder.hop_over.wait()
+            yield chunk
+
+    with anyio.fail_after(20):
+        await pump(one_at_a_time(), recorder.consume, recorder.run, budget)
+    assert recorder.written() == b"".join(chunks)
+    assert recorder.hops == len(chunks)  # one hop each: the writer was idle every time
+    assert budget.used == 0
+
+
+async def test_chunks_that_come_during_a_hop_ride_along_without_a_wake() -> None:
+    # The first hop's thread stays in ``consume`` until three more chunks have
+    # been queued behind it; they must be written by that hop or the next.
+    budget = UploadBudget()
+    queued_behind = threading.Event()
+    batches: list[list[bytes]] = []
+
+    def consume(chunks: list[Any]) -> None:
+        if not batches:
+            assert queued_behind.wait(10), "the pump stopped while the writer was busy"
+        batches.append(list(chunks))
+
+    chunks = blocks(4, 8, 16 * KIB)
+
+    async def source() -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            if i == 4:
+                queued_behind.set()
+            yield chunk
+            await anyio.lowlevel.checkpoint()  # let the writer start its hop at once
+
+    with anyio.fail_after(20):
+        await pump(source(), consume, anyio.to_thread.run_sync, budget)
+    assert b"".join(b"".join(batch) for batch in batches) == b"".join(chunks)
+    assert len(batches) < len(chunks)  # chunks queued during the hop went in one batch
+    assert budget.used == 0
+
+
+async def test_a_long_hop_releases_what_it_wrote_as_it_goes() -> None:
+    # A source faster than the writer fills PER_PUT, and one hop writes it a
+    # BATCH at a time. While that hop's thread is still writing, what it has
+    # written (RELEASE_EVERY) must be released already, so the source is read
+    # on meanwhile.
+    budget = UploadBudget(64 << 20)
+    mid_hop = threading.Event()  # a hop writes on after RELEASE_EVERY bytes
+    go_on = threading.Event()
+    hops: list[int] = []
+
+    def consume(chunks: list[Any]) -> None:
+        hops[-1] += 1
+        if hops[-1] == RELEASE_EVERY // BATCH + 1 and not mid_hop.is_set():
+            mid_hop.set()
+            assert go_on.wait(10)
+
+    async def run(func: Callable[[], None]) -> None:
+        hops.append(0)
+        await anyio.to_thread.run_sync(func)
+
+    produced = 0
+    progressed = anyio.Event()
+
+    async def fast() -> AsyncIterator[bytes]:
+        nonlocal produced, progressed
+        for chunk in blocks(5, 2 * PER_PUT // BATCH, BATCH):
+            produced += 1
+            progressed.set()
+            progressed = anyio.Event()
+            yield chunk
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(pump, fast(), consume, run, budget)
+            try:
+                assert await anyio.to_thread.run_sync(mid_hop.wait, 10), "no hop wrote on"
+                while produced <= PER_PUT // BATCH:  # more than fits without a release
+                    await progressed.wait()
+            finally:
+                go_on.set()
+    assert budget.used == 0 and budget.peak <= PER_PUT + BATCH
+
+
+async def test_a_hop_that_fails_midway_gives_everything_back() -> None:
+    budget = UploadBudget(64 << 20)
+    calls = 0
+
+    def consume(chunks: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # two batches written (and released during the hop), then a failure
+            raise OSError("the disk broke")
+
+    chunks = blocks(6, 3 * PER_PUT // BATCH, BATCH)
+    with anyio.fail_after(20), pytest.raises(OSError, match="the disk broke"):
+        await pump(in_memory(chunks), consume, anyio.to_thread.run_sync, budget)
+    for _ in range(10):  # any release the thread asked for arrives, and changes nothing
+        await anyio.lowlevel.checkpoint()
+    assert calls == 3 and budget.used == 0 and budget.waiting == 0
+
+
+async def test_a_put_cancelled_during_a_long_hop_gives_everything_back() -> None:
+    budget = UploadBudget(64 << 20)
+    in_hop = threading.Event()
+    hop_may_go_on = threading.Event()
+    consume = stops_at(2, hop_may_go_on, in_hop)
+
+    async def endless() -> AsyncIterator[bytes]:
+        chunk = b"\x01" * BATCH
+        while True:
+            yield chunk
+
+    async def cancel_in_the_hop(scope: anyio.CancelScope) -> None:
+        await anyio.to_thread.run_sync(in_hop.wait)
+        scope.cancel()
+        hop_may_go_on.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            with anyio.CancelScope() as scope:
+                group.start_soon(cancel_in_the_hop, scope)
+                await pump(endless(), consume, anyio.to_thread.run_sync, budget)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+    assert scope.cancelled_caught
+    assert budget.used == 0 and budget.waiting == 0
+
+
+async def test_a_hop_releases_at_once_what_another_upload_waits_for() -> None:
+    # Another upload waits for budget that this put's writer holds: the hop
+    # has its first batch released without waiting for RELEASE_EVERY bytes.
+    budget = UploadBudget(PER_PUT + BATCH)
+    other_waits = threading.Event()
+    other_granted = threading.Event()
+    calls = 0
+
+    def consume(chunks: list[Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the other upload queues up while this batch is written
+            assert other_waits.wait(10)
+        if calls == 2:
+            assert other_granted.wait(10), "the waiting upload got nothing during the hop"
+
+    async def other() -> None:
+        while budget.used < PER_PUT:  # this put holds its share: now ask for more
+            await anyio.lowlevel.checkpoint()
+        granted = anyio.Event()
+        ticket = budget.enqueue(2 * BATCH, granted.set)
+        other_waits.set()
+        await granted.wait()
+        other_granted.set()
+        budget.withdraw(ticket)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            chunks = blocks(8, 2 * PER_PUT // BATCH, BATCH)
+            await pump(in_memory(chunks), consume, anyio.to_thread.run_sync, budget)
+    assert other_granted.is_set() and budget.used == 0

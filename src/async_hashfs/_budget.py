@@ -12,9 +12,9 @@ being read.
 No waiter can deadlock the budget, because nothing waits for budget while
 holding budget that only its own progress would release:
 
-- bytes in the pipeline are released by the writer task, which never waits
-  for budget: one thread hop writes everything queued so far, so no partial
-  batch is held back for more bytes;
+- bytes in the pipeline are released by the writer, which never waits for
+  budget: a thread hop writes everything queued so far and has it released
+  as it goes, so no partial batch is held back for more bytes;
 - bytes in a body are charged only while its reader waits for them, so they
   are taken as soon as the reader runs; a reader that stops reading leaves
   nothing charged behind;
@@ -24,20 +24,21 @@ holding budget that only its own progress would release:
   larger than the whole budget still goes through, alone.
 
 Waiters are served first come, first served. A budget serves one event loop
-at a time (asyncio or trio); its counters are not shared between threads.
+at a time (asyncio or trio); its counters are not shared between threads (a
+writer thread asks the loop to release what it wrote, it never touches them).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
 from ._exceptions import FileTooLarge
-from ._sources import async_reader
+from ._sources import async_chunks, close_async_source, settle_chunk
 
 __all__ = ["DEFAULT_UPLOAD_MEMORY", "PER_PUT", "ChargedSource", "Ticket", "UploadBudget", "pump"]
 
@@ -46,8 +47,14 @@ DEFAULT_UPLOAD_MEMORY = 32 << 20
 #: What one put may hold unwritten before it waits for its own writer: a fast
 #: client must not take the whole budget from the others while the disk lags.
 PER_PUT = 4 << 20
-#: Bytes after which a writer hop returns to release them, if more keep coming.
-HOP = 1 << 20
+#: Bytes a writer hop hands to ``consume`` at once.
+BATCH = 1 << 20
+#: Bytes a hop writes before it has the loop release them while it goes on
+#: (each release wakes the loop); at once when another upload waits for budget.
+RELEASE_EVERY = PER_PUT // 2
+#: Bytes after which a hop ends even if more keep coming, so that the uploads
+#: of a store take turns at its threads.
+HOP = 16 << 20
 
 
 class Ticket:
@@ -100,9 +107,14 @@ class UploadBudget:
 
     def try_acquire(self, size: int) -> bool:
         """Charge ``size`` bytes if that needs no wait (nobody queued, and room)."""
-        if self._waiters or not self._fits(size):
+        # Called once per chunk of every streamed put: written out, not via
+        # ``_fits`` and ``_charge``, to keep it one call.
+        used = self.used + size
+        if self._waiters or (used > self.limit and self.used):
             return False
-        self._charge(size)
+        self.used = used
+        if used > self.peak:
+            self.peak = used
         return True
 
     def enqueue(self, size: int, notify: Callable[[], object]) -> Ticket:
@@ -169,17 +181,14 @@ class ChargedSource(Protocol):
         ...
 
 
-async def _charged_chunks(src: object, budget: UploadBudget) -> AsyncGenerator[list[Any], None]:
-    if isinstance(src, ChargedSource):
-        while chunks := await src.take_charged(budget):
-            yield chunks
-        return
-    async with aclosing(async_reader(src)) as reader:
-        async for chunk in reader:
-            size = memoryview(chunk).nbytes
-            if size:
-                await budget.acquire(size)
-                yield [chunk]
+def _loop_caller() -> Callable[[Callable[[], object]], object]:
+    """Return how a worker thread asks this event loop to run a function soon, without waiting."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # not asyncio: anyio's other backend
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 async def pump(
@@ -191,13 +200,22 @@ async def pump(
 ) -> None:
     """Feed the bytes of the async source ``src`` to ``consume`` in worker threads.
 
-    Each chunk is charged to ``budget`` before it is taken from the source and
-    queued at once; a writer task hands everything queued so far to
-    ``consume`` in one ``run(func)`` thread hop, then releases those bytes.
-    So the source is read while the previous chunks are written, and it stops
-    being read while the budget is used up, or while this put alone holds
-    :data:`PER_PUT` bytes unwritten. ``limit`` bounds the total size, checked
-    as bytes arrive.
+    Each chunk is charged to ``budget`` as it is taken from the source and
+    queued at once. A writer task hands the queue to ``consume`` in a
+    ``run(func)`` thread hop, :data:`BATCH` bytes at a time, for as long as
+    chunks keep coming (up to :data:`HOP` bytes a hop), and has the loop
+    release what it wrote every :data:`RELEASE_EVERY` bytes (at once if
+    another upload waits for budget) without ending the hop. So the source is
+    read while the previous chunks are written, and it stops being read while
+    the budget is used up, or while this put alone holds :data:`PER_PUT` bytes
+    unwritten. ``limit`` bounds the total size, checked as bytes arrive.
+
+    The loop does as little per chunk as it can, because for small chunks it
+    is the loop, not the writer, that sets the pace: the source's own
+    ``__anext__`` (or ``read``) is awaited directly, with no generator around
+    it; a charge that needs no wait is taken without a coroutine; and the
+    writer task is woken only when it waits for chunks (while it is in a hop,
+    what arrives is written by that hop or the next).
 
     Raises:
         FileTooLarge: past ``limit``.
@@ -207,32 +225,65 @@ async def pump(
     # appends and pops are atomic), so a hop takes all that came in while it
     # waited for a thread, not only what was there when it was asked for.
     queue: deque[tuple[Any, int]] = deque()
-    unwritten = 0  # charged bytes queued or in a hop
-    in_hop = 0
+    unwritten = 0  # charged bytes queued or in a hop, not yet released
+    done = 0  # bytes the hops have written: counted by the worker thread only
+    settled = 0  # how many of those the loop has released
+    settle_due = False  # a settle() call is on its way to the loop
     finished = False
+    # True only while the writer task waits on ``wake`` with nothing queued;
+    # both are read and changed on the loop only, so no wake can be lost.
+    idle = False
     wake = anyio.Event()
     written = anyio.Event()
     failures: list[Exception] = []
+    call_soon = _loop_caller()
+
+    def settle() -> None:
+        # On the loop, maybe outside any task (a callback the thread asked
+        # for), so it makes no Event: the pump makes ``written`` before it waits.
+        nonlocal settle_due, settled, unwritten
+        settle_due = False
+        size = done - settled
+        if size:
+            settled = done
+            unwritten -= size
+            budget.release(size)
+            written.set()
 
     def write_queued_now() -> None:
-        # Chunks queued while this thread writes ride along too, up to HOP
-        # bytes, so that a put as fast as the disk is not one hop per message.
-        nonlocal in_hop
-        while queue and in_hop < HOP:
+        # One hop writes for as long as chunks keep coming, in batches of up
+        # to BATCH bytes, and has what it wrote released from here (settle()
+        # asked for on the loop, without waiting), so the source refills the
+        # queue while this thread writes on and the hop need not end for it.
+        nonlocal done, settle_due
+        start = done
+        while queue and done - start < HOP:
             chunks = []
-            while queue:
-                chunk, size = queue.popleft()
+            size = 0
+            while queue and size < BATCH:
+                chunk, nbytes = queue.popleft()
                 chunks.append(chunk)
-                in_hop += size
+                size += nbytes
             consume(chunks)
+            done += size
+            # Each settle() wakes the loop, so ask for one per RELEASE_EVERY
+            # (the source refills that much while the rest of PER_PUT is
+            # written), or at once if another upload waits for budget.
+            # ``settled`` and ``budget.waiting`` are the loop's: read as hints.
+            if (
+                queue and not settle_due and (done - settled >= RELEASE_EVERY or budget.waiting)
+            ):  # else the hop ends and settles at once
+                settle_due = True
+                call_soon(settle)
 
     async def write_queued() -> None:
-        nonlocal wake, written, unwritten, in_hop
+        nonlocal idle, wake
         while True:
             if not queue:
                 if finished:
                     return
-                await wake.wait()
+                idle = True
+                await wake.wait()  # whoever cleared ``idle`` set it
                 wake = anyio.Event()
                 continue
             try:
@@ -242,34 +293,63 @@ async def pump(
                 group.cancel_scope.cancel()
                 return
             finally:
-                budget.release(in_hop)
-                unwritten -= in_hop
-                in_hop = 0
-                written.set()
-                written = anyio.Event()
+                settle()  # the hop is over: whatever it wrote, now
 
+    charged = src if isinstance(src, ChargedSource) else None
+    if charged is None:
+        take, reads = async_chunks(src)
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(write_queued)
             try:
                 received = 0
-                async with aclosing(_charged_chunks(src, budget)) as batches:
-                    async for chunks in batches:
+                while True:
+                    if charged is not None:
+                        chunks = await charged.take_charged(budget)
+                        if not chunks:
+                            break
                         for chunk in chunks:
                             size = memoryview(chunk).nbytes
                             queue.append((chunk, size))
                             unwritten += size
                             received += size
+                    else:
+                        try:
+                            chunk = await take()
+                        except StopAsyncIteration:
+                            break
+                        if chunk.__class__ is bytes:
+                            size = len(chunk)
+                        else:
+                            chunk = settle_chunk(chunk, reads)
+                            size = memoryview(chunk).nbytes
+                        if not size:
+                            if reads:
+                                break
+                            continue
+                        if not budget.try_acquire(size):
+                            await budget.acquire(size)
+                        queue.append((chunk, size))
+                        unwritten += size
+                        received += size
+                    if idle:
+                        idle = False
                         wake.set()
-                        if limit is not None and received > limit:
-                            raise FileTooLarge(limit)
-                        while unwritten >= PER_PUT:  # this put's own writer frees it
-                            await written.wait()
+                    if limit is not None and received > limit:
+                        raise FileTooLarge(limit)
+                    while unwritten >= PER_PUT:  # this put's own writer frees it
+                        written = anyio.Event()
+                        await written.wait()
             except Exception as exc:
                 failures.append(exc)
                 group.cancel_scope.cancel()
+            finally:
+                if charged is None:
+                    await close_async_source(src)
             finished = True
-            wake.set()
+            if idle:
+                idle = False
+                wake.set()
     finally:
         budget.release(unwritten)  # taken from the source, never written
         unwritten = 0

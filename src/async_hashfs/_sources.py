@@ -13,14 +13,22 @@ import inspect
 import io
 import os
 import stat
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from ._engine import CHUNK_SIZE, source_error
 from ._exceptions import InvalidSource
 
-__all__ = ["async_reader", "blocking_chunks", "is_async_source", "unwrap_async_file"]
+__all__ = [
+    "async_chunks",
+    "blocking_chunks",
+    "close_async_source",
+    "is_async_source",
+    "settle_chunk",
+    "unwrap_async_file",
+]
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
@@ -54,25 +62,43 @@ def is_async_source(src: object) -> bool:
     return hasattr(src, "__aiter__")
 
 
-async def async_reader(src: Any) -> AsyncGenerator[Any, None]:
-    """Yield the chunks of an async iterable or of an async file without a blocking inside.
+def async_chunks(src: Any) -> tuple[Callable[[], Awaitable[Any]], bool]:
+    """Return ``(take, reads)`` for an async iterable or an async file without a blocking inside.
 
-    An async generator source that is left unfinished (the put failed or was
-    cancelled) is closed here, so its own cleanup runs now, not at collection.
+    ``await take()`` gives the source's next item as it comes: one
+    ``read(CHUNK_SIZE)`` of a file (``reads`` is true; an empty read is the
+    end), or the next item of an iterable (an empty item is skipped; the end is
+    ``StopAsyncIteration``). Pass each item to :func:`settle_chunk` unless it
+    is ``bytes``. No generator wraps the source, so each chunk costs the
+    caller one ``await`` of the source's own method.
     """
     read = getattr(src, "read", None)
     if read is not None:
-        while chunk := await read(CHUNK_SIZE):
-            yield _as_bytes(chunk)
-        return
-    try:
-        async for chunk in src:
-            # Batched chunks wait while the source produces more: a source
-            # that refills one buffer must not rewrite what is waiting.
-            yield chunk if isinstance(chunk, bytes) else bytes(_as_bytes(chunk))
-    finally:
-        if inspect.isasyncgen(src):
-            await src.aclose()
+        return partial(read, CHUNK_SIZE), True
+    return aiter(src).__anext__, False
+
+
+def settle_chunk(chunk: object, reads: bool) -> Any:
+    """Return a chunk that is not ``bytes`` as something safe to queue for a writer.
+
+    An item of an iterable is copied to ``bytes``: a source that refills one
+    buffer must not rewrite what waits to be written. What a file's ``read``
+    returns is new each time and kept as it is.
+
+    Raises:
+        InvalidSource: ``chunk`` is not bytes-like or ``str``, or is a
+            non-contiguous memoryview.
+    """
+    settled = _as_bytes(chunk)
+    if reads or isinstance(settled, bytes):
+        return settled
+    return bytes(settled)
+
+
+async def close_async_source(src: object) -> None:
+    """Close ``src`` if it is an async generator: its own cleanup runs now, not at collection."""
+    if inspect.isasyncgen(src):
+        await src.aclose()
 
 
 def _as_bytes(chunk: object) -> Any:
