@@ -7,6 +7,7 @@ where an object's date cannot be set, the grace period is 0 or an hour.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import hashfs
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -197,6 +199,31 @@ def test_other_layouts(tmp_path: Path) -> None:
         report = fs.sweep([kept.id], 60)
         assert (report.removed, report.kept, report.skipped) == (1, 1, 0)
         assert fs.exists(kept.id) and not fs.exists(gone.id)
+
+
+@pytest.mark.parametrize(
+    ("depth", "width", "algorithm"),
+    [(16, 2, "md5"), (20, 2, "md5"), (11, 3, "md5"), (4, 0, "sha1")],
+    ids=["fills-the-digest", "beyond-the-digest", "short-last-part", "width-0"],
+)
+def test_a_layout_whose_folders_use_up_the_id(
+    tmp_path: Path, depth: int, width: int, algorithm: str
+) -> None:
+    """HashFS 0.7.2 makes the id's last part the file name there (md5, 16 x 2: 15 folders)."""
+    theirs = hashfs.HashFS(str(tmp_path), depth=depth, width=width, algorithm=algorithm)
+    kept = theirs.put(io.BytesIO(b"kept"), extension=".txt")
+    gone = [theirs.put(io.BytesIO(b"gone")), theirs.put(io.BytesIO(b"gone too"), ".tar.gz")]
+    fs = SyncHashFS(tmp_path, depth, width, algorithm)
+    assert fs.get(kept.id).relpath == kept.relpath  # type: ignore[union-attr]
+    age(fs, kept, *gone)
+    removed: list[HashAddress] = []
+    report = fs.sweep([kept.id], 60, on_remove=removed.append)
+    assert (report.removed, report.kept, report.skipped) == (2, 1, 0)
+    assert sorted(a.relpath for a in removed) == sorted(a.relpath for a in gone)
+    assert [a.id for a in removed] == [fs.unshard(a.abspath) for a in removed]
+    assert fs.verify(kept.id) and not any(fs.exists(a.id) for a in gone)
+    assert sorted(fs.files()) == [kept.abspath]
+    assert list(fs.corrupted()) == []
 
 
 def test_the_fast_address_check_agrees_with_the_layout(sync_fs: SyncHashFS, root: Path) -> None:

@@ -1509,7 +1509,9 @@ class _LocalSweep:
         self._temp: FolderPath | None = None
         self._hidden = f"{os.getpid()}{_SWEPT_MARK}{secrets.token_hex(6)}-"
         self._taken = 0
-        self.depth = engine.layout.depth
+        #: The folders above every stored file (fewer than ``depth`` when they would
+        #: use up the id: see :attr:`Layout.folder_depth`).
+        self.depth = engine.layout.folder_depth
         self.width = engine.layout.width
         #: How long a file name's id part is, after the shard folders.
         self.head_length = engine.layout.digest_length - self.depth * self.width
