@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from async_hashfs import (
     QuartHashFS,
     SweepReport,
     SyncHashFS,
+    _base,
     _engine,
 )
 from async_hashfs._cli import cli
@@ -384,6 +385,75 @@ def test_a_delete_emptying_the_folder_meanwhile(
     report = sync_fs.sweep([sync_fs.unshard(str(shared))], older_than=60)
     assert done and report.removed == 0 and report.young == 1
     assert sync_fs.verify(address.id)
+
+
+# -- the clock ----------------------------------------------------------------
+
+
+@pytest.fixture
+def clock_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``time.time()`` an hour ahead of the clock the file system stamps files with.
+
+    The kernel stamps files from a coarse clock that lags ``time.time()`` by
+    up to a tick (NFS: the server's clock): this makes the lag large enough
+    to see, without waiting for a tick.
+    """
+    real = time.time
+    monkeypatch.setattr(_base.time, "time", lambda: real() + HOUR)
+
+
+def test_a_put_after_the_sweep_began_is_never_stamped_before_its_cutoff(
+    sync_fs: SyncHashFS, clock_ahead: None
+) -> None:
+    old = sync_fs.put(b"old")
+    age(sync_fs, old, seconds=3 * HOUR)
+    during: list[HashAddress] = []
+
+    def rows() -> Iterator[str]:  # a query still streaming while an upload lands
+        during.append(sync_fs.put(b"uploaded during the sweep"))
+        yield from ()
+
+    report = sync_fs.sweep(rows(), older_than=60)
+    assert (report.removed, report.young) == (1, 1)
+    assert sync_fs.exists(during[0].id) and not sync_fs.exists(old.id)
+    assert temp_files(sync_fs.root) == []
+
+
+async def test_async_a_put_after_the_sweep_began_is_left(
+    async_fs: AsyncHashFS, clock_ahead: None
+) -> None:
+    during: list[HashAddress] = []
+
+    async def rows() -> AsyncIterator[str]:
+        during.append(await async_fs.put(b"uploaded during the sweep"))
+        for id in ():
+            yield id
+
+    report = await async_fs.sweep(rows(), older_than=60)
+    assert (report.removed, report.young) == (0, 1)
+    assert await async_fs.exists(during[0].id)
+
+
+def test_older_than_0_removes_at_once(sync_fs: SyncHashFS) -> None:
+    """Files put just before the sweep, in the same tick of the file system's clock, go."""
+    put_many(sync_fs, 5)
+    report = sync_fs.sweep([], older_than=0)
+    assert (report.removed, report.young) == (5, 0)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_a_store_that_cannot_be_written_sweeps_on_the_process_clock(
+    sync_fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = sync_fs.put(b"x")
+    age(sync_fs, address)
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "read-only")
+
+    monkeypatch.setattr(sync_fs._engine, "_temp_folder", refuse)
+    report = sync_fs.sweep([], older_than=60, dry_run=True)
+    assert report.removed == 1 and sync_fs.exists(address.id)
 
 
 # -- the async store ----------------------------------------------------------

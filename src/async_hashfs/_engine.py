@@ -80,6 +80,10 @@ _STALE = 24 * 3600.0
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 #: What ``open(dir, O_TMPFILE)`` fails with where the file system or kernel lacks it.
 _TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
+#: Seconds a sweep waits for the file system's clock to tick (see Engine.sweep_clock)...
+_CLOCK_PATIENCE = 0.05
+#: ...restamping its probe this often.
+_CLOCK_STEP = 0.0005
 #: Seconds a commit goes on remaking folders that concurrent deletes keep removing.
 _RACE_PATIENCE = 60.0
 #: Attempts made at once after a lost race, before the waits start.
@@ -1444,6 +1448,48 @@ class Engine:
         finally:
             sweep.close()
         return report
+
+    def sweep_clock(self) -> float | None:
+        """Return the time now as this file system stamps files, or ``None`` if unknown.
+
+        A sweep's cutoff counts back from this, so that a put that starts
+        after the sweep never carries an mtime before it. File systems stamp
+        files from a coarse clock that lags ``time.time()`` by up to a tick
+        (NFS from the server's clock), so the cutoff is not simply
+        ``time.time()``. A probe file in the temp area is stamped until its
+        mtime moves to the next tick, which it returns: every file written
+        before this call then has an older mtime (``older_than=0`` removes
+        it at once), every file written after, this one or later. Where
+        the stamp does not move within :data:`_CLOCK_PATIENCE` (a clock of
+        whole seconds), the first stamp is returned: files of the same
+        second are then left. ``None`` when there is no store yet or the
+        probe cannot be written (a read-only store: nothing can be removed).
+        """
+        try:
+            root = Folder.open_root(self.layout.root)
+        except OSError:
+            return None
+        name = f"{os.getpid()}-clock-{secrets.token_hex(6)}{_TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
+        with root, contextlib.suppress(OSError), self._temp_folder(make=True) as temp:
+            fd = temp.leaf.open(name, flags, 0o600)
+            try:
+                first = stamp = os.fstat(fd).st_mtime_ns
+                deadline = time.monotonic() + _CLOCK_PATIENCE
+                while stamp == first and time.monotonic() < deadline:
+                    time.sleep(_CLOCK_STEP)
+                    if os.utime in os.supports_fd:
+                        os.utime(fd)
+                    else:
+                        os.utime(temp.leaf.join(name))
+                    stamp = os.fstat(fd).st_mtime_ns
+            finally:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    temp.leaf.unlink(name)
+                temp.remove_empty()
+            return stamp / 1e9
+        return None
 
     @staticmethod
     def _refresh_duplicate(folder: Folder, name: str) -> bool:

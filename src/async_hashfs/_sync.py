@@ -180,7 +180,8 @@ class SyncHashFS(BaseHashFS):
             ValueError: ``older_than`` is not a number of seconds >= 0.
             TypeError: ``keep`` is not an iterable of ids.
         """
-        ids, cutoff = self._begin_sweep(older_than)
+        ids, grace = self._begin_sweep(older_than)
+        cutoff = self._sweep_cutoff(grace)
         ids.update(keep)
         return self._engine.sweep(ids, cutoff, dry_run, on_remove)
 
