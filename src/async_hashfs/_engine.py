@@ -32,18 +32,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import importlib
 import logging
 import os
+import queue
 import random
+import re
 import secrets
 import stat
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from types import ModuleType
 from typing import IO, Any, Literal
 
@@ -84,6 +88,13 @@ _TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EIN
 _CLOCK_PATIENCE = 0.05
 #: ...restamping its probe this often.
 _CLOCK_STEP = 0.0005
+#: Threads a sweep walks the root's subfolders in: removing a file or folder
+#: waits on the file system's journal (ext4), and these waits overlap.
+_SWEEP_WORKERS = 4
+#: Seconds between a parallel sweep's checks of its ``checkpoint``...
+_SWEEP_POLL = 0.05
+#: ...and how many removed addresses its walks may hand over before they wait.
+_RELAY_SIZE = 4096
 #: Seconds a commit goes on remaking folders that concurrent deletes keep removing.
 _RACE_PATIENCE = 60.0
 #: Attempts made at once after a lost race, before the waits start.
@@ -1443,7 +1454,8 @@ class Engine:
             return report
         sweep = _LocalSweep(self, keep, cutoff, report, on_remove, checkpoint)
         try:
-            with root:
+            with root, ThreadPoolExecutor(_SWEEP_WORKERS, "hashfs-sweep") as pool:
+                sweep.pool = pool
                 sweep.folder(root, [], "")
         finally:
             sweep.close()
@@ -1553,6 +1565,8 @@ class _LocalSweep:
         self.on_remove = on_remove
         self.checkpoint = checkpoint
         self._temp: FolderPath | None = None
+        #: Walks the root's subfolders side by side, when set.
+        self.pool: ThreadPoolExecutor | None = None
         self._hidden = f"{os.getpid()}{_SWEPT_MARK}{secrets.token_hex(6)}-"
         self._taken = 0
         #: The folders above every stored file (fewer than ``depth`` when they would
@@ -1561,6 +1575,10 @@ class _LocalSweep:
         self.width = engine.layout.width
         #: How long a file name's id part is, after the shard folders.
         self.head_length = engine.layout.digest_length - self.depth * self.width
+        #: Whether a name in a shard folder is that id part and a safe extension...
+        self.is_address = _address_name(self.head_length)
+        #: ...no longer than this.
+        self.longest_name = self.head_length + 1 + MAX_EXTENSION
 
     def close(self) -> None:
         if self._temp is not None:
@@ -1600,21 +1618,14 @@ class _LocalSweep:
             empty = False
         elif files and prefix is not None:
             keep, cutoff, head_length = self.keep, self.cutoff, self.head_length
+            is_address, longest = self.is_address, self.longest_name
             kept = skipped = young = 0
             for entry in files:
-                head, dot, extension = entry.name.partition(".")
-                if (
-                    len(head) != head_length
-                    or not _HEX.issuperset(head)
-                    or (
-                        dot
-                        and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension))
-                    )
-                ):
+                if is_address(entry.name) is None or len(entry.name) > longest:
                     skipped += 1
                     empty = False
                     continue
-                id = prefix + head
+                id = prefix + entry.name[:head_length]
                 if id in keep:
                     kept += 1
                     empty = False
@@ -1632,6 +1643,7 @@ class _LocalSweep:
             report.kept += kept
             report.skipped += skipped
             report.young += young
+        children: list[tuple[str, str | None]] = []
         for name in subfolders:
             if depth == 0 and name == TEMP_DIRNAME:
                 empty = False
@@ -1644,13 +1656,17 @@ class _LocalSweep:
                 and _HEX.issuperset(name)
             ):
                 child_prefix = prefix + name
-            try:
-                child = folder.child(name)
-            except (FileNotFoundError, NotADirectoryError):
+            children.append((name, child_prefix))
+        walked: Iterable[tuple[str, tuple[bool, bool] | None]]
+        if self.pool is not None and len(children) > 1:
+            walked = self._side_by_side(self.pool, folder, names, children)
+        else:
+            walked = ((n, self._walk(folder, names, n, p)) for n, p in children)
+        for name, outcome in walked:
+            if outcome is None:  # gone, or no folder
                 empty = False
                 continue
-            with child:
-                child_empty, child_removed = self.folder(child, [*names, name], child_prefix)
+            child_empty, child_removed = outcome
             if not child_removed:
                 empty = False  # a folder found empty is gc's to remove, not a sweep's
                 continue
@@ -1666,6 +1682,102 @@ class _LocalSweep:
                     continue
             report.folders += 1
         return empty, removed_any
+
+    def _walk(
+        self, folder: Folder, names: list[str], name: str, prefix: str | None
+    ) -> tuple[bool, bool] | None:
+        """Sweep the subfolder ``name`` of ``folder``; ``None`` if it is no folder (now)."""
+        try:
+            child = folder.child(name)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        with child:
+            return self.folder(child, [*names, name], prefix)
+
+    def _side_by_side(
+        self,
+        pool: ThreadPoolExecutor,
+        folder: Folder,
+        names: list[str],
+        children: list[tuple[str, str | None]],
+    ) -> list[tuple[str, tuple[bool, bool] | None]]:
+        """Sweep the subfolders ``children`` of ``folder`` in the threads of ``pool``.
+
+        Each subfolder is walked by a sweep of its own (its own temp names
+        and report, added to this one's at the end). ``on_remove`` and
+        ``checkpoint`` are called in this thread only (an async store's
+        worker thread, where ``anyio.from_thread`` works): the walks hand
+        their removed addresses over. When ``checkpoint`` raises, or a walk
+        or ``on_remove`` fails, the walks stop at their next folder and the
+        error is raised once all have stopped.
+        """
+        stop = threading.Event()
+        relay: queue.Queue[HashAddress] = queue.Queue(_RELAY_SIZE)
+        on_remove = relay.put if self.on_remove is not None else None
+
+        def stopped() -> None:
+            if stop.is_set():
+                raise _SweepStopped
+
+        helpers: list[_LocalSweep] = []
+
+        def walk(name: str, prefix: str | None) -> tuple[bool, bool] | None:
+            report = SweepReport(dry_run=self.report.dry_run)
+            helper = _LocalSweep(self.engine, self.keep, self.cutoff, report, on_remove, stopped)
+            helpers.append(helper)
+            try:
+                return helper._walk(folder, names, name, prefix)
+            finally:
+                helper.close()
+
+        futures: list[Future[tuple[bool, bool] | None]] = []
+        failed = False
+        try:
+            futures.extend(pool.submit(walk, name, prefix) for name, prefix in children)
+            while True:
+                try:
+                    address = relay.get(timeout=_SWEEP_POLL)
+                except queue.Empty:
+                    if all(future.done() for future in futures) and relay.empty():
+                        break
+                    for future in futures:
+                        if future.done():
+                            future.result()  # raises what the walk raised
+                else:
+                    assert self.on_remove is not None
+                    failed = True
+                    self.on_remove(address)
+                    failed = False
+                if self.checkpoint is not None:
+                    self.checkpoint()
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            # What the walks removed before they stopped is still reported, unless
+            # on_remove is what failed.
+            while not (all(future.done() for future in futures) and relay.empty()):
+                try:
+                    address = relay.get(timeout=_SWEEP_POLL)
+                except queue.Empty:
+                    continue
+                if not failed and self.on_remove is not None:
+                    try:
+                        self.on_remove(address)
+                    except Exception:
+                        failed = True
+            raise
+        finally:
+            for helper in helpers:
+                self._add(helper.report)
+        outcomes = [future.result() for future in futures]
+        return [(name, outcome) for (name, _), outcome in zip(children, outcomes, strict=True)]
+
+    def _add(self, other: SweepReport) -> None:
+        for item in fields(SweepReport):
+            value = getattr(other, item.name)
+            if type(value) is int and item.name != "keep_ids":
+                setattr(self.report, item.name, getattr(self.report, item.name) + value)
 
     def remove(
         self, folder: Folder, names: list[str], name: str, id: str, info: os.stat_result
@@ -1706,19 +1818,23 @@ class _LocalSweep:
         hidden = f"{self._hidden}{self._taken}-{_SWEPT_SEP.join([*names, name])}{_TEMP_SUFFIX}"
         patience: _Patience | None = None
         while True:
-            temp = self._temp_folder()
             try:
-                _folder.rename(folder, name, temp, hidden)
-                break
+                temp = self._temp_folder()
             except FileNotFoundError:
+                pass  # removed again as it was made, by a writer that left it empty
+            else:
                 try:
-                    folder.lstat(name)
+                    _folder.rename(folder, name, temp, hidden)
+                    break
                 except FileNotFoundError:
-                    return None
-            # The temp folder was removed by a writer that left it empty: make it again.
-            assert self._temp is not None
-            self._temp.close()
-            self._temp = None
+                    try:
+                        folder.lstat(name)
+                    except FileNotFoundError:
+                        return None
+                # The temp folder was removed by a writer that left it empty: make it again.
+                assert self._temp is not None
+                self._temp.close()
+                self._temp = None
             patience = patience or _Patience(self.layout.temp_dir)
             patience.wait()
         # Now no put can find it: a put that did before has refreshed its mtime.
@@ -1736,6 +1852,19 @@ class _LocalSweep:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink(hidden)
         return False
+
+
+@functools.cache
+def _address_name(head_length: int) -> Callable[[str], re.Match[str] | None]:
+    """The ``fullmatch`` of a file name in a shard folder: ``head_length`` hex digits,
+    then optionally a dot and an extension as :data:`_EXTENSION` has it (its
+    length is not checked here)."""
+    pattern = f"[0-9a-f]{{{head_length}}}(?:\\.(?:{_EXTENSION.pattern}))?"
+    return re.compile(pattern).fullmatch
+
+
+class _SweepStopped(Exception):
+    """Raised in a sweep's walk that another walk's error or a cancellation stopped."""
 
 
 def source_error(src: object) -> InvalidSource:
