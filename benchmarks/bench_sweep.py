@@ -91,6 +91,28 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, size)
 """
 
 
+BASELINE_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from async_hashfs import SyncHashFS
+ids = open(sys.argv[3]).read().split()
+started = time.perf_counter()
+SyncHashFS(sys.argv[2]).sweep(ids, 0)
+print(time.perf_counter() - started)
+"""
+
+
+def baseline_sweep(source: str, store: str, keep_file: str) -> float:
+    """Sweep ``store`` with the code under ``source`` in a child process: its own timing."""
+    found = subprocess.run(
+        [sys.executable, "-c", BASELINE_CHILD, source, store, keep_file],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(found.stdout)
+
+
 def measure_rss(count: int) -> None:
     print(f"\nmemory of {count:,} kept sha256 ids (each in a child process):")
     print(
@@ -126,6 +148,11 @@ def main() -> None:
     parser.add_argument("--dir", default=os.environ.get("BENCH_DIR", "."))
     parser.add_argument("--rss", action="store_true", help="also the memory of 1,000,000 ids")
     parser.add_argument("-v", "--verbose", action="store_true", help="every round's times")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also sweep with the code in SRC (a checkout's src folder), in the same rounds",
+    )
     args = parser.parse_args()
     files = args.files or (20_000 if args.quick else 100_000)
     rounds = args.rounds or (2 if args.quick else 5)
@@ -142,7 +169,8 @@ def main() -> None:
         Path(keep_file).write_text("".join(id + "\n" for id in kept))
         listing = os.path.join(workspace, "listing")
         copy(pristine, listing)
-        doomed = {name: os.path.join(workspace, name) for name in ("sweep", "dry", "cli", "rm")}
+        copies = ["sweep", "dry", "cli", "rm"] + (["baseline"] if args.baseline else [])
+        doomed = {name: os.path.join(workspace, name) for name in copies}
         doomed_list = os.path.join(workspace, "doomed.txt")
         probe = SyncHashFS(doomed["rm"])
         Path(doomed_list).write_text(
@@ -172,6 +200,11 @@ def main() -> None:
             "sweep dry_run (in process)": lambda: in_process(sweep(doomed["dry"], True)),
             "async-hashfs sweep": lambda: run_quietly(cli_sweep),
         }
+        if args.baseline:
+            source = os.path.abspath(args.baseline)
+            contenders["sweep (baseline, child process)"] = lambda: baseline_sweep(
+                source, doomed["baseline"], keep_file
+            )
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for round_ in range(rounds + 1):  # round 0 warms up and is dropped
             for path in doomed.values():

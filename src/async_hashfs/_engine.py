@@ -1712,7 +1712,7 @@ class _LocalSweep:
         error is raised once all have stopped.
         """
         stop = threading.Event()
-        relay: queue.Queue[HashAddress] = queue.Queue(_RELAY_SIZE)
+        relay: queue.Queue[HashAddress | None] = queue.Queue(_RELAY_SIZE)  # None: a walk ended
         on_remove = relay.put if self.on_remove is not None else None
 
         def stopped() -> None:
@@ -1727,30 +1727,35 @@ class _LocalSweep:
             helpers.append(helper)
             try:
                 return helper._walk(folder, names, name, prefix)
+            except BaseException:
+                stop.set()  # the others stop too
+                raise
             finally:
                 helper.close()
+                relay.put(None)
 
         futures: list[Future[tuple[bool, bool] | None]] = []
         failed = False
         try:
             futures.extend(pool.submit(walk, name, prefix) for name, prefix in children)
-            while True:
+            running = len(futures)
+            while running:
+                if stop.is_set():
+                    raise _SweepStopped  # a walk failed: its error is raised below
                 try:
                     address = relay.get(timeout=_SWEEP_POLL)
                 except queue.Empty:
-                    if all(future.done() for future in futures) and relay.empty():
-                        break
-                    for future in futures:
-                        if future.done():
-                            future.result()  # raises what the walk raised
+                    pass
                 else:
-                    assert self.on_remove is not None
-                    failed = True
-                    self.on_remove(address)
-                    failed = False
+                    if address is None:
+                        running -= 1
+                    elif self.on_remove is not None:
+                        failed = True
+                        self.on_remove(address)
+                        failed = False
                 if self.checkpoint is not None:
                     self.checkpoint()
-        except BaseException:
+        except BaseException as exc:
             stop.set()
             for future in futures:
                 future.cancel()
@@ -1761,11 +1766,16 @@ class _LocalSweep:
                     address = relay.get(timeout=_SWEEP_POLL)
                 except queue.Empty:
                     continue
-                if not failed and self.on_remove is not None:
+                if address is not None and not failed and self.on_remove is not None:
                     try:
                         self.on_remove(address)
                     except Exception:
                         failed = True
+            if isinstance(exc, _SweepStopped):
+                for future in futures:
+                    error = None if future.cancelled() else future.exception()
+                    if error is not None and not isinstance(error, _SweepStopped):
+                        raise error from None
             raise
         finally:
             for helper in helpers:
