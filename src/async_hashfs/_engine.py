@@ -1455,7 +1455,8 @@ class Engine:
         sweep = _LocalSweep(self, keep, cutoff, report, on_remove, checkpoint)
         try:
             with root, ThreadPoolExecutor(_SWEEP_WORKERS, "hashfs-sweep") as pool:
-                sweep.pool = pool
+                if not dry_run:  # a dry run waits on nothing: threads would only contend
+                    sweep.pool = pool
                 sweep.folder(root, [], "")
         finally:
             sweep.close()
