@@ -387,64 +387,6 @@ def test_a_delete_emptying_the_folder_meanwhile(
     assert sync_fs.verify(address.id)
 
 
-# -- the walks side by side ----------------------------------------------------
-
-
-def test_on_remove_runs_in_the_callers_thread_and_sees_every_removal(
-    sync_fs: SyncHashFS, root: Path
-) -> None:
-    """The root's subfolders are walked by several threads; the callback stays on ours."""
-    addresses = put_many(sync_fs, 80)
-    age(sync_fs, *addresses)
-    assert len({a.relpath.split(os.sep)[0] for a in addresses}) > 4  # several walks
-    seen: list[tuple[int, str]] = []
-    report = sync_fs.sweep(
-        [a.id for a in addresses[:20]],
-        60,
-        on_remove=lambda a: seen.append((threading.get_ident(), a.relpath)),
-    )
-    assert {ident for ident, _ in seen} == {threading.get_ident()}
-    assert sorted(relpath for _, relpath in seen) == sorted(a.relpath for a in addresses[20:])
-    assert (report.removed, report.kept, report.young, report.skipped) == (60, 20, 0, 0)
-    assert report.removed_bytes == sum(len(f"file {n}") for n in range(20, 80))
-    assert sorted(stored_files(root)) == sorted(a.relpath for a in addresses[:20])
-
-
-@pytest.mark.parametrize("where", ["on_remove", "walk"])
-def test_an_error_stops_every_walk_and_is_raised(
-    sync_fs: SyncHashFS, root: Path, monkeypatch: pytest.MonkeyPatch, where: str
-) -> None:
-    addresses = put_many(sync_fs, 80)
-    age(sync_fs, *addresses)
-    threads = threading.active_count()
-    seen: list[HashAddress] = []
-
-    def on_remove(address: HashAddress) -> None:
-        seen.append(address)
-        if where == "on_remove" and len(seen) == 3:
-            raise RuntimeError("the app's callback failed")
-
-    if where == "walk":
-        real_rename = _engine._folder.rename
-        calls: list[str] = []
-
-        def failing_rename(source: Any, name: str, target: Any, target_name: str) -> None:
-            calls.append(name)
-            if len(calls) == 3:
-                raise PermissionError(13, "not allowed", name)
-            real_rename(source, name, target, target_name)
-
-        monkeypatch.setattr(_engine._folder, "rename", failing_rename)
-    with pytest.raises(RuntimeError if where == "on_remove" else PermissionError):
-        sync_fs.sweep([], 60, on_remove=on_remove)
-    assert threading.active_count() == threads  # every walk ended
-    left = stored_files(root)
-    assert 0 < len(left) < 80
-    if where == "walk":  # every file removed was reported
-        assert len(seen) == 80 - len(left)
-    assert temp_files(root) == []
-
-
 # -- the clock ----------------------------------------------------------------
 
 

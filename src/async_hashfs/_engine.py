@@ -37,7 +37,6 @@ import hashlib
 import importlib
 import logging
 import os
-import queue
 import random
 import re
 import secrets
@@ -46,8 +45,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import IO, Any, Literal
 
@@ -88,13 +86,6 @@ _TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EIN
 _CLOCK_PATIENCE = 0.05
 #: ...restamping its probe this often.
 _CLOCK_STEP = 0.0005
-#: Threads a sweep walks the root's subfolders in: removing a file or folder
-#: waits on the file system's journal (ext4), and these waits overlap.
-_SWEEP_WORKERS = 4
-#: Seconds between a parallel sweep's checks of its ``checkpoint``...
-_SWEEP_POLL = 0.05
-#: ...and how many removed addresses its walks may hand over before they wait.
-_RELAY_SIZE = 4096
 #: Seconds a commit goes on remaking folders that concurrent deletes keep removing.
 _RACE_PATIENCE = 60.0
 #: Attempts made at once after a lost race, before the waits start.
@@ -1454,9 +1445,7 @@ class Engine:
             return report
         sweep = _LocalSweep(self, keep, cutoff, report, on_remove, checkpoint)
         try:
-            with root, ThreadPoolExecutor(_SWEEP_WORKERS, "hashfs-sweep") as pool:
-                if not dry_run:  # a dry run waits on nothing: threads would only contend
-                    sweep.pool = pool
+            with root:
                 sweep.folder(root, [], "")
         finally:
             sweep.close()
@@ -1566,8 +1555,6 @@ class _LocalSweep:
         self.on_remove = on_remove
         self.checkpoint = checkpoint
         self._temp: FolderPath | None = None
-        #: Walks the root's subfolders side by side, when set.
-        self.pool: ThreadPoolExecutor | None = None
         self._hidden = f"{os.getpid()}{_SWEPT_MARK}{secrets.token_hex(6)}-"
         self._taken = 0
         #: The folders above every stored file (fewer than ``depth`` when they would
@@ -1644,7 +1631,6 @@ class _LocalSweep:
             report.kept += kept
             report.skipped += skipped
             report.young += young
-        children: list[tuple[str, str | None]] = []
         for name in subfolders:
             if depth == 0 and name == TEMP_DIRNAME:
                 empty = False
@@ -1657,17 +1643,13 @@ class _LocalSweep:
                 and _HEX.issuperset(name)
             ):
                 child_prefix = prefix + name
-            children.append((name, child_prefix))
-        walked: Iterable[tuple[str, tuple[bool, bool] | None]]
-        if self.pool is not None and len(children) > 1:
-            walked = self._side_by_side(self.pool, folder, names, children)
-        else:
-            walked = ((n, self._walk(folder, names, n, p)) for n, p in children)
-        for name, outcome in walked:
-            if outcome is None:  # gone, or no folder
+            try:
+                child = folder.child(name)
+            except (FileNotFoundError, NotADirectoryError):
                 empty = False
                 continue
-            child_empty, child_removed = outcome
+            with child:
+                child_empty, child_removed = self.folder(child, [*names, name], child_prefix)
             if not child_removed:
                 empty = False  # a folder found empty is gc's to remove, not a sweep's
                 continue
@@ -1683,112 +1665,6 @@ class _LocalSweep:
                     continue
             report.folders += 1
         return empty, removed_any
-
-    def _walk(
-        self, folder: Folder, names: list[str], name: str, prefix: str | None
-    ) -> tuple[bool, bool] | None:
-        """Sweep the subfolder ``name`` of ``folder``; ``None`` if it is no folder (now)."""
-        try:
-            child = folder.child(name)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        with child:
-            return self.folder(child, [*names, name], prefix)
-
-    def _side_by_side(
-        self,
-        pool: ThreadPoolExecutor,
-        folder: Folder,
-        names: list[str],
-        children: list[tuple[str, str | None]],
-    ) -> list[tuple[str, tuple[bool, bool] | None]]:
-        """Sweep the subfolders ``children`` of ``folder`` in the threads of ``pool``.
-
-        Each subfolder is walked by a sweep of its own (its own temp names
-        and report, added to this one's at the end). ``on_remove`` and
-        ``checkpoint`` are called in this thread only (an async store's
-        worker thread, where ``anyio.from_thread`` works): the walks hand
-        their removed addresses over. When ``checkpoint`` raises, or a walk
-        or ``on_remove`` fails, the walks stop at their next folder and the
-        error is raised once all have stopped.
-        """
-        stop = threading.Event()
-        relay: queue.Queue[HashAddress | None] = queue.Queue(_RELAY_SIZE)  # None: a walk ended
-        on_remove = relay.put if self.on_remove is not None else None
-
-        def stopped() -> None:
-            if stop.is_set():
-                raise _SweepStopped
-
-        helpers: list[_LocalSweep] = []
-
-        def walk(name: str, prefix: str | None) -> tuple[bool, bool] | None:
-            report = SweepReport(dry_run=self.report.dry_run)
-            helper = _LocalSweep(self.engine, self.keep, self.cutoff, report, on_remove, stopped)
-            helpers.append(helper)
-            try:
-                return helper._walk(folder, names, name, prefix)
-            except BaseException:
-                stop.set()  # the others stop too
-                raise
-            finally:
-                helper.close()
-                relay.put(None)
-
-        futures: list[Future[tuple[bool, bool] | None]] = []
-        failed = False
-        try:
-            futures.extend(pool.submit(walk, name, prefix) for name, prefix in children)
-            running = len(futures)
-            while running:
-                if stop.is_set():
-                    raise _SweepStopped  # a walk failed: its error is raised below
-                try:
-                    address = relay.get(timeout=_SWEEP_POLL)
-                except queue.Empty:
-                    pass
-                else:
-                    if address is None:
-                        running -= 1
-                    elif self.on_remove is not None:
-                        failed = True
-                        self.on_remove(address)
-                        failed = False
-                if self.checkpoint is not None:
-                    self.checkpoint()
-        except BaseException as exc:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            # What the walks removed before they stopped is still reported, unless
-            # on_remove is what failed.
-            while not (all(future.done() for future in futures) and relay.empty()):
-                try:
-                    address = relay.get(timeout=_SWEEP_POLL)
-                except queue.Empty:
-                    continue
-                if address is not None and not failed and self.on_remove is not None:
-                    try:
-                        self.on_remove(address)
-                    except Exception:
-                        failed = True
-            if isinstance(exc, _SweepStopped):
-                for future in futures:
-                    error = None if future.cancelled() else future.exception()
-                    if error is not None and not isinstance(error, _SweepStopped):
-                        raise error from None
-            raise
-        finally:
-            for helper in helpers:
-                self._add(helper.report)
-        outcomes = [future.result() for future in futures]
-        return [(name, outcome) for (name, _), outcome in zip(children, outcomes, strict=True)]
-
-    def _add(self, other: SweepReport) -> None:
-        for item in fields(SweepReport):
-            value = getattr(other, item.name)
-            if type(value) is int and item.name != "keep_ids":
-                setattr(self.report, item.name, getattr(self.report, item.name) + value)
 
     def remove(
         self, folder: Folder, names: list[str], name: str, id: str, info: os.stat_result
@@ -1872,10 +1748,6 @@ def _address_name(head_length: int) -> Callable[[str], re.Match[str] | None]:
     length is not checked here)."""
     pattern = f"[0-9a-f]{{{head_length}}}(?:\\.(?:{_EXTENSION.pattern}))?"
     return re.compile(pattern).fullmatch
-
-
-class _SweepStopped(Exception):
-    """Raised in a sweep's walk that another walk's error or a cancellation stopped."""
 
 
 def source_error(src: object) -> InvalidSource:

@@ -169,9 +169,7 @@ class SyncHashFS(BaseHashFS):
         survives; a duplicate put makes the file it finds new again. Files
         not at a content address, and the temp folder, are never touched.
         With ``dry_run`` nothing is removed and the report is the same.
-        ``on_remove`` is called with the address of each file removed, in
-        the calling thread (the root's subfolders are walked by a few
-        threads side by side; they hand the addresses over). On a folder
+        ``on_remove`` is called with the address of each file removed. On a folder
         the grace period counts back from the file system's own clock,
         read as the sweep starts, so a put that starts after the call is
         never stamped before the cutoff; ``older_than=0`` removes at once.
