@@ -329,6 +329,27 @@ def test_the_temp_folder_removed_midway_is_made_again(
     assert stored_files(root) == [] and temp_files(root) == []
 
 
+def test_the_temp_folder_removed_as_the_sweep_makes_it(
+    sync_fs: SyncHashFS, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer empties and removes the temp folder between the sweep's mkdir and open."""
+    addresses = put_many(sync_fs, 3)
+    age(sync_fs, *addresses)
+    real = _engine._LocalSweep._temp_folder
+    calls: list[int] = []
+
+    def removed_as_made(self: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", ".hashfs-tmp")
+        return real(self)
+
+    monkeypatch.setattr(_engine._LocalSweep, "_temp_folder", removed_as_made)
+    report = sync_fs.sweep([], older_than=60)
+    assert report.removed == 3 and len(calls) > 1
+    assert stored_files(root) == [] and temp_files(root) == []
+
+
 def test_concurrent_duplicate_puts_never_lose_their_file(sync_fs: SyncHashFS) -> None:
     """Sweeps and duplicate puts of old files in two threads: every put's file survives."""
     data = [f"shared {n}".encode() for n in range(40)]
