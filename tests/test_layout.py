@@ -78,6 +78,29 @@ def test_shard_is_hashfs_rule(depth: int, width: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("depth", "width", "algorithm", "folders"),
+    [
+        (4, 1, "sha256", 4),
+        (0, 2, "md5", 0),
+        (4, 0, "md5", 0),
+        (15, 2, "md5", 15),
+        (16, 2, "md5", 15),
+        (40, 2, "md5", 15),
+        (11, 3, "md5", 10),
+        (1, 32, "md5", 0),
+    ],
+)
+def test_folder_depth_counts_the_folders_above_every_file(
+    depth: int, width: int, algorithm: str, folders: int
+) -> None:
+    layout = Layout("/store", depth, width, algorithm)
+    id = hashlib.new(algorithm, b"x").hexdigest()
+    relpath = layout.relpath(id, ".png")
+    assert layout.folder_depth == folders == relpath.count(os.sep)
+    assert layout.parse_address(relpath) == (id, ".png")
+
+
+@pytest.mark.parametrize(
     ("relpath", "split"),
     [
         ("a/b/cdef", ("abcdef", "")),

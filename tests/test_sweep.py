@@ -7,15 +7,17 @@ where an object's date cannot be set, the grace period is 0 or an hour.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import hashfs
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -28,6 +30,7 @@ from async_hashfs import (
     QuartHashFS,
     SweepReport,
     SyncHashFS,
+    _base,
     _engine,
 )
 from async_hashfs._cli import cli
@@ -199,6 +202,31 @@ def test_other_layouts(tmp_path: Path) -> None:
         assert fs.exists(kept.id) and not fs.exists(gone.id)
 
 
+@pytest.mark.parametrize(
+    ("depth", "width", "algorithm"),
+    [(16, 2, "md5"), (20, 2, "md5"), (11, 3, "md5"), (4, 0, "sha1")],
+    ids=["fills-the-digest", "beyond-the-digest", "short-last-part", "width-0"],
+)
+def test_a_layout_whose_folders_use_up_the_id(
+    tmp_path: Path, depth: int, width: int, algorithm: str
+) -> None:
+    """HashFS 0.7.2 makes the id's last part the file name there (md5, 16 x 2: 15 folders)."""
+    theirs = hashfs.HashFS(str(tmp_path), depth=depth, width=width, algorithm=algorithm)
+    kept = theirs.put(io.BytesIO(b"kept"), extension=".txt")
+    gone = [theirs.put(io.BytesIO(b"gone")), theirs.put(io.BytesIO(b"gone too"), ".tar.gz")]
+    fs = SyncHashFS(tmp_path, depth, width, algorithm)
+    assert fs.get(kept.id).relpath == kept.relpath  # type: ignore[union-attr]
+    age(fs, kept, *gone)
+    removed: list[HashAddress] = []
+    report = fs.sweep([kept.id], 60, on_remove=removed.append)
+    assert (report.removed, report.kept, report.skipped) == (2, 1, 0)
+    assert sorted(a.relpath for a in removed) == sorted(a.relpath for a in gone)
+    assert [a.id for a in removed] == [fs.unshard(a.abspath) for a in removed]
+    assert fs.verify(kept.id) and not any(fs.exists(a.id) for a in gone)
+    assert sorted(fs.files()) == [kept.abspath]
+    assert list(fs.corrupted()) == []
+
+
 def test_the_fast_address_check_agrees_with_the_layout(sync_fs: SyncHashFS, root: Path) -> None:
     """Every name in a shard folder is a content address for sweep iff parse_address says so."""
     address = sync_fs.put(b"x")
@@ -301,6 +329,27 @@ def test_the_temp_folder_removed_midway_is_made_again(
     assert stored_files(root) == [] and temp_files(root) == []
 
 
+def test_the_temp_folder_removed_as_the_sweep_makes_it(
+    sync_fs: SyncHashFS, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer empties and removes the temp folder between the sweep's mkdir and open."""
+    addresses = put_many(sync_fs, 3)
+    age(sync_fs, *addresses)
+    real = _engine._LocalSweep._temp_folder
+    calls: list[int] = []
+
+    def removed_as_made(self: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", ".hashfs-tmp")
+        return real(self)
+
+    monkeypatch.setattr(_engine._LocalSweep, "_temp_folder", removed_as_made)
+    report = sync_fs.sweep([], older_than=60)
+    assert report.removed == 3 and len(calls) > 1
+    assert stored_files(root) == [] and temp_files(root) == []
+
+
 def test_concurrent_duplicate_puts_never_lose_their_file(sync_fs: SyncHashFS) -> None:
     """Sweeps and duplicate puts of old files in two threads: every put's file survives."""
     data = [f"shared {n}".encode() for n in range(40)]
@@ -357,6 +406,75 @@ def test_a_delete_emptying_the_folder_meanwhile(
     report = sync_fs.sweep([sync_fs.unshard(str(shared))], older_than=60)
     assert done and report.removed == 0 and report.young == 1
     assert sync_fs.verify(address.id)
+
+
+# -- the clock ----------------------------------------------------------------
+
+
+@pytest.fixture
+def clock_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``time.time()`` an hour ahead of the clock the file system stamps files with.
+
+    The kernel stamps files from a coarse clock that lags ``time.time()`` by
+    up to a tick (NFS: the server's clock): this makes the lag large enough
+    to see, without waiting for a tick.
+    """
+    real = time.time
+    monkeypatch.setattr(_base.time, "time", lambda: real() + HOUR)
+
+
+def test_a_put_after_the_sweep_began_is_never_stamped_before_its_cutoff(
+    sync_fs: SyncHashFS, clock_ahead: None
+) -> None:
+    old = sync_fs.put(b"old")
+    age(sync_fs, old, seconds=3 * HOUR)
+    during: list[HashAddress] = []
+
+    def rows() -> Iterator[str]:  # a query still streaming while an upload lands
+        during.append(sync_fs.put(b"uploaded during the sweep"))
+        yield from ()
+
+    report = sync_fs.sweep(rows(), older_than=60)
+    assert (report.removed, report.young) == (1, 1)
+    assert sync_fs.exists(during[0].id) and not sync_fs.exists(old.id)
+    assert temp_files(sync_fs.root) == []
+
+
+async def test_async_a_put_after_the_sweep_began_is_left(
+    async_fs: AsyncHashFS, clock_ahead: None
+) -> None:
+    during: list[HashAddress] = []
+
+    async def rows() -> AsyncIterator[str]:
+        during.append(await async_fs.put(b"uploaded during the sweep"))
+        for id in ():
+            yield id
+
+    report = await async_fs.sweep(rows(), older_than=60)
+    assert (report.removed, report.young) == (0, 1)
+    assert await async_fs.exists(during[0].id)
+
+
+def test_older_than_0_removes_at_once(sync_fs: SyncHashFS) -> None:
+    """Files put just before the sweep, in the same tick of the file system's clock, go."""
+    put_many(sync_fs, 5)
+    report = sync_fs.sweep([], older_than=0)
+    assert (report.removed, report.young) == (5, 0)
+    assert stored_files(sync_fs.root) == [] and temp_files(sync_fs.root) == []
+
+
+def test_a_store_that_cannot_be_written_sweeps_on_the_process_clock(
+    sync_fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = sync_fs.put(b"x")
+    age(sync_fs, address)
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "read-only")
+
+    monkeypatch.setattr(sync_fs._engine, "_temp_folder", refuse)
+    report = sync_fs.sweep([], older_than=60, dry_run=True)
+    assert report.removed == 1 and sync_fs.exists(address.id)
 
 
 # -- the async store ----------------------------------------------------------

@@ -134,16 +134,28 @@ class BaseHashFS:
         return os.path.relpath(path, self.root)
 
     def _begin_sweep(self, older_than: object) -> tuple[KeepSet, float]:
-        """An empty set of ids to keep, and the sweep's cutoff time.
-
-        The grace period counts back from now, before the ids are read: a
-        file put after ``now - older_than`` is left whatever the ids say.
+        """An empty set of ids to keep, and the grace period in seconds.
 
         Raises:
             ValueError: ``older_than`` is not a number of seconds >= 0.
         """
-        grace = check_grace(older_than)
-        return KeepSet(self.layout), time.time() - grace
+        return KeepSet(self.layout), check_grace(older_than)
+
+    def _sweep_cutoff(self, grace: float) -> float:
+        """The sweep's cutoff: files modified before it may go (blocking I/O).
+
+        The grace period counts back from now, taken before the ids are
+        read: a file put after ``now - grace`` is left whatever the ids say.
+        Locally "now" is read from the store's own file system (see
+        :meth:`Engine.sweep_clock`), so that a put that starts after this
+        call is never stamped before the cutoff, however coarse its clock.
+        """
+        now = time.time()
+        if not self.layout.is_url:
+            stamped = self._engine.sweep_clock()
+            if stamped is not None:
+                now = min(stamped, time.time())
+        return now - grace
 
     def __repr__(self) -> str:
         return (

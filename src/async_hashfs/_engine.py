@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import importlib
 import logging
 import os
 import random
+import re
 import secrets
 import stat
 import threading
@@ -80,6 +82,10 @@ _STALE = 24 * 3600.0
 _LINK_UNSUPPORTED = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 #: What ``open(dir, O_TMPFILE)`` fails with where the file system or kernel lacks it.
 _TMPFILE_UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL}
+#: Seconds a sweep waits for the file system's clock to tick (see Engine.sweep_clock)...
+_CLOCK_PATIENCE = 0.05
+#: ...restamping its probe this often.
+_CLOCK_STEP = 0.0005
 #: Seconds a commit goes on remaking folders that concurrent deletes keep removing.
 _RACE_PATIENCE = 60.0
 #: Attempts made at once after a lost race, before the waits start.
@@ -1445,6 +1451,48 @@ class Engine:
             sweep.close()
         return report
 
+    def sweep_clock(self) -> float | None:
+        """Return the time now as this file system stamps files, or ``None`` if unknown.
+
+        A sweep's cutoff counts back from this, so that a put that starts
+        after the sweep never carries an mtime before it. File systems stamp
+        files from a coarse clock that lags ``time.time()`` by up to a tick
+        (NFS from the server's clock), so the cutoff is not simply
+        ``time.time()``. A probe file in the temp area is stamped until its
+        mtime moves to the next tick, which it returns: every file written
+        before this call then has an older mtime (``older_than=0`` removes
+        it at once), every file written after, this one or later. Where
+        the stamp does not move within :data:`_CLOCK_PATIENCE` (a clock of
+        whole seconds), the first stamp is returned: files of the same
+        second are then left. ``None`` when there is no store yet or the
+        probe cannot be written (a read-only store: nothing can be removed).
+        """
+        try:
+            root = Folder.open_root(self.layout.root)
+        except OSError:
+            return None
+        name = f"{os.getpid()}-clock-{secrets.token_hex(6)}{_TEMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
+        with root, contextlib.suppress(OSError), self._temp_folder(make=True) as temp:
+            fd = temp.leaf.open(name, flags, 0o600)
+            try:
+                first = stamp = os.fstat(fd).st_mtime_ns
+                deadline = time.monotonic() + _CLOCK_PATIENCE
+                while stamp == first and time.monotonic() < deadline:
+                    time.sleep(_CLOCK_STEP)
+                    if os.utime in os.supports_fd:
+                        os.utime(fd)
+                    else:
+                        os.utime(temp.leaf.join(name))
+                    stamp = os.fstat(fd).st_mtime_ns
+            finally:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    temp.leaf.unlink(name)
+                temp.remove_empty()
+            return stamp / 1e9
+        return None
+
     @staticmethod
     def _refresh_duplicate(folder: Folder, name: str) -> bool:
         """Set the mtime of the stored file a duplicate put found to now.
@@ -1509,10 +1557,16 @@ class _LocalSweep:
         self._temp: FolderPath | None = None
         self._hidden = f"{os.getpid()}{_SWEPT_MARK}{secrets.token_hex(6)}-"
         self._taken = 0
-        self.depth = engine.layout.depth
+        #: The folders above every stored file (fewer than ``depth`` when they would
+        #: use up the id: see :attr:`Layout.folder_depth`).
+        self.depth = engine.layout.folder_depth
         self.width = engine.layout.width
         #: How long a file name's id part is, after the shard folders.
         self.head_length = engine.layout.digest_length - self.depth * self.width
+        #: Whether a name in a shard folder is that id part and a safe extension...
+        self.is_address = _address_name(self.head_length)
+        #: ...no longer than this.
+        self.longest_name = self.head_length + 1 + MAX_EXTENSION
 
     def close(self) -> None:
         if self._temp is not None:
@@ -1552,21 +1606,14 @@ class _LocalSweep:
             empty = False
         elif files and prefix is not None:
             keep, cutoff, head_length = self.keep, self.cutoff, self.head_length
+            is_address, longest = self.is_address, self.longest_name
             kept = skipped = young = 0
             for entry in files:
-                head, dot, extension = entry.name.partition(".")
-                if (
-                    len(head) != head_length
-                    or not _HEX.issuperset(head)
-                    or (
-                        dot
-                        and (len(extension) > MAX_EXTENSION or not _EXTENSION.fullmatch(extension))
-                    )
-                ):
+                if is_address(entry.name) is None or len(entry.name) > longest:
                     skipped += 1
                     empty = False
                     continue
-                id = prefix + head
+                id = prefix + entry.name[:head_length]
                 if id in keep:
                     kept += 1
                     empty = False
@@ -1658,19 +1705,23 @@ class _LocalSweep:
         hidden = f"{self._hidden}{self._taken}-{_SWEPT_SEP.join([*names, name])}{_TEMP_SUFFIX}"
         patience: _Patience | None = None
         while True:
-            temp = self._temp_folder()
             try:
-                _folder.rename(folder, name, temp, hidden)
-                break
+                temp = self._temp_folder()
             except FileNotFoundError:
+                pass  # removed again as it was made, by a writer that left it empty
+            else:
                 try:
-                    folder.lstat(name)
+                    _folder.rename(folder, name, temp, hidden)
+                    break
                 except FileNotFoundError:
-                    return None
-            # The temp folder was removed by a writer that left it empty: make it again.
-            assert self._temp is not None
-            self._temp.close()
-            self._temp = None
+                    try:
+                        folder.lstat(name)
+                    except FileNotFoundError:
+                        return None
+                # The temp folder was removed by a writer that left it empty: make it again.
+                assert self._temp is not None
+                self._temp.close()
+                self._temp = None
             patience = patience or _Patience(self.layout.temp_dir)
             patience.wait()
         # Now no put can find it: a put that did before has refreshed its mtime.
@@ -1688,6 +1739,15 @@ class _LocalSweep:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink(hidden)
         return False
+
+
+@functools.cache
+def _address_name(head_length: int) -> Callable[[str], re.Match[str] | None]:
+    """The ``fullmatch`` of a file name in a shard folder: ``head_length`` hex digits,
+    then optionally a dot and an extension as :data:`_EXTENSION` has it (its
+    length is not checked here)."""
+    pattern = f"[0-9a-f]{{{head_length}}}(?:\\.(?:{_EXTENSION.pattern}))?"
+    return re.compile(pattern).fullmatch
 
 
 def source_error(src: object) -> InvalidSource:

@@ -145,6 +145,11 @@ def address_shape(relpath: str) -> AddressShape | None:
     return AddressShape(len(folders), width, id, dot + extension, algorithms)
 
 
+@cache
+def _folder_depth(digest_length: int, depth: int, width: int) -> int:
+    return len(_hashfs_shard("0" * digest_length, depth, width)) - 1
+
+
 def _algorithm_error(algorithm: object, problem: str) -> str:
     fixed = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
     return (
@@ -202,6 +207,17 @@ class Layout:
         """Split ``id`` into ``depth`` folders of ``width`` characters and the rest."""
         parts: list[str] = _hashfs_shard(id, self.depth, self.width)
         return parts
+
+    @property
+    def folder_depth(self) -> int:
+        """How many shard folders every content address has: the folders above its file.
+
+        That is ``depth``, unless the folders would use up the whole id: HashFS
+        makes no empty file name, so the id's last part (``width`` characters
+        or fewer) is the file name instead (md5 at depth 16, width 2 gives 15
+        folders and a name of two characters). A width of 0 makes no folders.
+        """
+        return _folder_depth(self.digest_length, self.depth, self.width)
 
     def relpath(self, id: str, extension: str = "") -> str:
         """Return the path of ``id`` relative to the root; ``extension`` is normalized."""

@@ -430,7 +430,8 @@ class AsyncHashFS(BaseHashFS):
             ValueError: ``older_than`` is not a number of seconds >= 0.
             TypeError: ``keep`` is not an iterable of ids.
         """
-        ids, cutoff = self._begin_sweep(older_than)
+        ids, grace = self._begin_sweep(older_than)
+        cutoff = await self._run(self._sweep_cutoff, grace)
         if isinstance(keep, AsyncIterable):
             await self._read_keep(keep, ids)
         else:

@@ -169,7 +169,10 @@ class SyncHashFS(BaseHashFS):
         survives; a duplicate put makes the file it finds new again. Files
         not at a content address, and the temp folder, are never touched.
         With ``dry_run`` nothing is removed and the report is the same.
-        ``on_remove`` is called with the address of each file removed.
+        ``on_remove`` is called with the address of each file removed. On a folder
+        the grace period counts back from the file system's own clock,
+        read as the sweep starts, so a put that starts after the call is
+        never stamped before the cutoff; ``older_than=0`` removes at once.
 
         Memory: the ids are held as raw digests (about 53 bytes per
         different sha256 id); the stored files are walked, never collected.
@@ -180,7 +183,8 @@ class SyncHashFS(BaseHashFS):
             ValueError: ``older_than`` is not a number of seconds >= 0.
             TypeError: ``keep`` is not an iterable of ids.
         """
-        ids, cutoff = self._begin_sweep(older_than)
+        ids, grace = self._begin_sweep(older_than)
+        cutoff = self._sweep_cutoff(grace)
         ids.update(keep)
         return self._engine.sweep(ids, cutoff, dry_run, on_remove)
 
