@@ -94,3 +94,81 @@ def test_a_key_listed_after_a_bytewise_larger_one_is_not_lost(
     fetched.open()
     report = sweep.outcome()
     assert stored(fs, first, data), f"told stored, then swept: {report}"
+
+
+#: A sweep that dies (SIGKILL's effect) just after its batch delete, before it clears
+#: ``deleting``; it waits for ``argv[3]`` to exist before deleting. Its lease renewer
+#: is off only to pin the interleaving: a death within a third of the lease of its
+#: last write is the same.
+DIES_AFTER_DELETE = """
+import json, os, sys, time
+import obstore
+from async_hashfs import SyncHashFS, _s3_sweep
+
+real = obstore.delete
+
+def die_after(store, paths):
+    if not isinstance(paths, list):
+        return real(store, paths)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    real(store, paths)
+    os._exit(9)
+
+obstore.delete = die_after
+_s3_sweep.SweepLease._renew = lambda self: None
+fs = SyncHashFS(sys.argv[1], s3_options=json.loads(sys.argv[2]))
+fs.sweep([], older_than=0)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="guard()'s fast path (same ETag, lease lapsed) ignores a 'deleting' that names "
+    "the key: a sweep that died after its DeleteObjects leaves exactly that record",
+)
+def test_a_put_whose_key_a_dead_sweep_deleted_after_its_last_step_is_not_lost(
+    s3_server: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from async_hashfs import _s3_sweep
+
+    lease = 3
+    options = {**s3_server.options(), "sweep_lock_seconds": lease}
+    fs = new_fs(s3_server, sweep_lock_seconds=lease)
+    data = b"refreshed by a put, then deleted by a sweep that died"
+    first = fs.put(data)
+    flag = tmp_path / "delete-now"
+    sweeper = subprocess.Popen(
+        [sys.executable, "-c", DIES_AFTER_DELETE, fs.root, json.dumps(options), str(flag)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        engine: Any = fs._engine
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:  # the sweep named its batch
+            record, _ = _s3_sweep.read(engine)
+            if record and record.get("deleting") == [first.relpath]:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the sweep never named its batch")
+        putter = SyncHashFS(fs.root, s3_options=options)  # another process's view
+        refreshed = Gate()
+        hold_put(monkeypatch, putter, "_refresh_duplicate", refreshed)
+        put = Running(lambda: putter.put(data))
+        refreshed.wait()  # the put's last step is done: the object is new again
+        flag.touch()
+        assert sweeper.wait(WAIT) == 9  # ... and the batch deleted it anyway
+        assert not fs.exists(first.id)
+        record, _ = _s3_sweep.read(engine)
+        assert record is not None and record["deleting"] == [first.relpath]
+        while _s3_sweep.live(record) and time.monotonic() < deadline + WAIT:
+            time.sleep(0.05)  # the put is slow to look at the record: the lease lapses
+        refreshed.open()
+        again = put.outcome()
+    finally:
+        if sweeper.poll() is None:
+            sweeper.kill()
+            sweeper.wait()
+    assert stored(fs, first, data), f"the put was told {again} yet its object is gone"
