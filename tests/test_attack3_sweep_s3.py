@@ -200,3 +200,48 @@ def test_a_duplicate_put_of_an_object_past_one_copy_is_new_for_the_next_sweep(
     assert again.is_duplicate
     report = fs.sweep([], older_than=grace)  # a sweep that starts before the app's insert
     assert stored(fs, first, data), f"a put told stored a moment ago, swept: {report}"
+
+
+class _WaitTooLong(Exception):
+    pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a put whose key is in a dead sweep's batch waits until the record's 'until', "
+    "written by the sweeping process (its own sweep_lock_seconds, its clock), not at most "
+    "this store's sweep_lock_seconds",
+)
+def test_a_put_waits_at_most_its_own_lease_for_a_dead_sweeps_batch(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from async_hashfs import _s3_sweep
+
+    from .test_sweep_s3 import DIES_BEFORE_DELETE
+
+    fs = new_fs(s3_server, sweep_lock_seconds=2)  # the app: puts wait 2 s at most
+    first = fs.put(b"in the batch of a sweep run from a shell with the default lease")
+    swept_with = {**s3_server.options(), "sweep_lock_seconds": 600}
+    died = subprocess.run(
+        [sys.executable, "-c", DIES_BEFORE_DELETE, fs.root, json.dumps(swept_with)],
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert died.returncode == 9
+    waited = [0.0]
+
+    class Clock:
+        """time for _s3_sweep, whose sleeps are counted instead of slept."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waited[0] += seconds
+            if waited[0] > 3 * 2:
+                raise _WaitTooLong(f"the put waited {waited[0]:.1f} s and would wait on")
+
+    monkeypatch.setattr(_s3_sweep, "time", Clock())
+    again = fs.put(b"in the batch of a sweep run from a shell with the default lease")
+    assert again.id == first.id
