@@ -15,31 +15,39 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import obstore
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from async_hashfs import SyncHashFS, _s3_sweep  # noqa: E402
+from async_hashfs import SyncHashFS, _s3_sweep
 
 N_OLD, PAGE, THREADS, PUTS, PACE = 600, 20, 8, 60, 0.1
 
 
 def main() -> None:
     lease = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
-    options = json.load(open("/tmp/attack3_s3.json"))["options"]
+    options = json.loads(Path("/tmp/attack3_s3.json").read_text())["options"]
     root = f"s3://hashfs-test/cas-{os.getpid()}-{time.time_ns()}"
     fs = SyncHashFS(root, s3_options={**options, "sweep_lock_seconds": lease})
     ids = [fs.put(f"old {n}".encode()).id for n in range(N_OLD)]
     engine = fs._engine
-    sweep_thread = threading.get_ident
-    stats = {"sweep_refused": 0, "sweep_writes": 0, "put_refused": 0, "put_writes": 0, "max_record": 0}
+    stats = {
+        "sweep_refused": 0,
+        "sweep_writes": 0,
+        "put_refused": 0,
+        "put_writes": 0,
+        "max_record": 0,
+    }
     real_write = _s3_sweep.write
     lock = threading.Lock()
     sweeper: list[int] = []
 
     def write(engine_: object, record: dict, etag: object) -> object:
         result = real_write(engine_, record, etag)
-        mine = threading.get_ident() in sweeper or threading.current_thread().name.startswith("hashfs-s3-sweep")
+        mine = threading.get_ident() in sweeper or threading.current_thread().name.startswith(
+            "hashfs-s3-sweep"
+        )
         with lock:
             kind = "sweep" if mine else "put"
             stats[f"{kind}_writes"] += 1
@@ -76,7 +84,7 @@ def main() -> None:
         t0 = time.monotonic()
         try:
             outcome["report"] = fs.sweep(ids, older_than=0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             outcome["error"] = repr(exc)
         outcome["seconds"] = time.monotonic() - t0
         finished.set()
@@ -101,11 +109,20 @@ def main() -> None:
     for thread in threads:
         thread.join(300)
     put_times.sort()
-    print(json.dumps({**stats, **outcome, "report": str(outcome.get("report")),
-                      "puts": len(put_times),
-                      "put_median_s": round(put_times[len(put_times) // 2], 4) if put_times else None,
-                      "put_max_s": round(put_times[-1], 3) if put_times else None,
-                      "load": os.getloadavg()}, indent=1))
+    print(
+        json.dumps(
+            {
+                **stats,
+                **outcome,
+                "report": str(outcome.get("report")),
+                "puts": len(put_times),
+                "put_median_s": round(put_times[len(put_times) // 2], 4) if put_times else None,
+                "put_max_s": round(put_times[-1], 3) if put_times else None,
+                "load": os.getloadavg(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

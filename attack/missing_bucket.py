@@ -44,7 +44,7 @@ def main() -> None:
         ]:
             try:
                 print(f"{name}: returned {call()!r}")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         env = {
             **os.environ,
@@ -54,11 +54,18 @@ def main() -> None:
             "AWS_ENDPOINT_URL": server.endpoint,
         }
         cli = os.path.join(os.path.dirname(sys.executable), "async-hashfs")
-        for args in (["sweep", "--keep", os.devnull, "--allow-empty"],
-                     ["sweep", "--keep", os.devnull, "--allow-empty", "--dry-run"], ["ls"]):
+        for args in (
+            ["sweep", "--keep", os.devnull, "--allow-empty"],
+            ["sweep", "--keep", os.devnull, "--allow-empty", "--dry-run"],
+            ["ls"],
+        ):
             done = subprocess.run(
                 [cli, "--root", "s3://no-such-bucket/app", *args],
-                capture_output=True, text=True, env=env, timeout=120, check=False,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                check=False,
             )
             print(f"CLI {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()[:200]}")
     finally:

@@ -16,16 +16,17 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import obstore
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from async_hashfs import SyncHashFS, _s3_sweep  # noqa: E402
+from async_hashfs import SyncHashFS, _s3_sweep
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    options = json.load(open("/tmp/attack3_s3.json"))["options"]
+    options = json.loads(Path("/tmp/attack3_s3.json").read_text())["options"]
     fs = SyncHashFS(f"s3://hashfs-test/growth-{os.getpid()}-{time.time_ns()}", s3_options=options)
     fs.put(b"one old object")
     engine = fs._engine
@@ -60,8 +61,10 @@ def main() -> None:
             record, _ = _s3_sweep.read(engine)
             size = len(bytes(obstore.get(engine.store, _s3_sweep.RECORD_KEY).bytes()))
             chunk = sorted(times[-block:])
-            print(f"after {i + 1:5d} puts: touched={len(record['touched']):5d} record={size:7d} B "
-                  f"median put of the last {block}: {chunk[len(chunk) // 2] * 1000:.1f} ms")
+            print(
+                f"after {i + 1:5d} puts: touched={len(record['touched']):5d} record={size:7d} B "
+                f"median put of the last {block}: {chunk[len(chunk) // 2] * 1000:.1f} ms"
+            )
     release.set()
     sweep.join(120)
     print("sweep:", result.get("r"), "load:", os.getloadavg())
