@@ -1269,8 +1269,9 @@ class S3Engine:
                 else:
                     doomed.append((key, parsed[0], int(meta["size"])))
             if lease is not None:  # every page: the record's list of touched keys stays short
-                deleted = self._delete_batch(lease, doomed, last)
-                report.young += len(doomed) - len(deleted)  # stored again meanwhile
+                deleted, late = self._delete_batch(lease, doomed, last)
+                report.skipped += late  # listed out of order: the next sweep sees them
+                report.young += len(doomed) - len(deleted) - late  # stored again meanwhile
                 doomed = deleted
             for key, id, size in doomed:
                 self._verified.pop(key, None)
@@ -1281,21 +1282,31 @@ class S3Engine:
 
     def _delete_batch(
         self, lease: SweepLease, doomed: list[tuple[str, str, int]], last: str
-    ) -> list[tuple[str, str, int]]:
-        """Name the batch in the record, delete it, clear it; return what was deleted.
+    ) -> tuple[list[tuple[str, str, int]], int]:
+        """Name the batch in the record, delete it, clear it; what was deleted, and how
+        many keys were left as listed out of order.
 
-        Keys a put named in ``touched`` are left out (counted young by the caller).
+        Keys a put named in ``touched`` are left out (counted young by the
+        caller), and so are keys not past the ``listed_upto`` of the pages
+        decided before: a put of such a key took its page for decided and
+        named it nowhere. S3 lists in byte order, but some servers do not
+        (SeaweedFS lists folder by folder: ``ab/cd/rest/x`` before
+        ``ab/cd/rest.jpg``); those keys are counted skipped, and the next
+        sweep looks at them again.
         """
         keys = [key for key, _, _ in doomed]
+        late: list[int] = [0]
 
         def decide(record: dict[str, Any]) -> dict[str, Any]:
             touched = record.get("touched") or []
             spared = set(touched)
+            upto = str(record.get("listed_upto") or "")
+            late[0] = sum(1 for key in keys if key <= upto)
             return dict(
                 record,
-                listed_upto=max(last, str(record.get("listed_upto") or "")),
-                deleting=[key for key in keys if key not in spared],
-                touched=[key for key in touched if key > last],
+                listed_upto=max(last, upto),
+                deleting=[key for key in keys if key not in spared and key > upto],
+                touched=[key for key in touched if key > max(last, upto)],
             )
 
         deleting = set(lease.update(decide)["deleting"])
@@ -1304,7 +1315,7 @@ class S3Engine:
             with contextlib.suppress(FileNotFoundError, NotFoundError):
                 obstore.delete(self.store, sorted(deleting))
             lease.update(lambda record: dict(record, deleting=[]))
-        return [entry for entry in doomed if entry[0] in deleting]
+        return [entry for entry in doomed if entry[0] in deleting], late[0]
 
     def _incomplete_uploads(self) -> Iterator[tuple[str, str, float]]:
         """``(key, upload id, start time)`` of every multipart upload under the prefix."""

@@ -10,8 +10,12 @@ both atomically):
 - ``owner``, ``until``, ``state``: the running sweep's token and lease (renewed
   every third of it by a thread of the sweep, lapsed when its process died);
   a sweep that ends leaves the record ``done``, never deletes it;
-- ``listed_upto``: the last key of the listing pages already decided (S3
-  lists keys in ascending order);
+- ``listed_upto``: the largest key of the listing pages already decided.
+  S3 lists keys in byte order, but not every server does (SeaweedFS lists
+  folder by folder: ``ab/cd/rest/x`` before ``ab/cd/rest.jpg``), so a sweep
+  never deletes a key not past the ``listed_upto`` of the pages before its
+  own (it counts it skipped; the next sweep looks at it again): for a put,
+  ``key <= listed_upto`` means "its page is decided", soundly;
 - ``deleting``: the keys of the one batch being deleted now;
 - ``touched``: keys past ``listed_upto`` that puts stored meanwhile: the
   sweep leaves them out of the batch of their page.
