@@ -76,7 +76,15 @@ from ._engine import (
 )
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
-from ._s3_sweep import RECORD_KEY, SWEEP_LEASE, SweepLease, guard, mark
+from ._s3_sweep import (
+    LEASE_LEAST,
+    LEASE_MOST,
+    RECORD_KEY,
+    SWEEP_LEASE,
+    SweepLease,
+    guard,
+    mark,
+)
 from ._sweep import KeepSet, RemovedCallback, SweepReport
 from ._tus_local import TUS_DIRNAME
 
@@ -486,9 +494,10 @@ class S3Engine:
     - ``tus_lock_seconds``: how long a resumable upload stays locked by a
       request whose server stopped renewing the lock (died), 6 by default
       (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`;
-    - ``sweep_lock_seconds``: the lease of a running sweep (30 by default):
-      a sweep whose process died blocks the next one, and puts of the keys
-      it was deleting wait, at most this long; see :mod:`async_hashfs._s3_sweep`.
+    - ``sweep_lock_seconds``: the lease of a running sweep (30 by default,
+      5 to 600): a sweep whose process died blocks the next one, and puts of
+      the keys it was deleting wait this long (the lease of the sweep that
+      died, on the put's clock); see :mod:`async_hashfs._s3_sweep`.
 
     An ``http://`` endpoint (option, ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT``)
     allows plain HTTP by itself.
@@ -536,8 +545,11 @@ class S3Engine:
         if not 0 < self.tus_lock_seconds < 86400:
             raise ValueError("S3 tus_lock_seconds must be more than 0 and less than a day")
         self.sweep_lock_seconds = float(own.get("sweep_lock_seconds", SWEEP_LEASE))
-        if not 0 < self.sweep_lock_seconds < 86400:
-            raise ValueError("S3 sweep_lock_seconds must be more than 0 and less than a day")
+        if not LEASE_LEAST <= self.sweep_lock_seconds <= LEASE_MOST:
+            raise ValueError(
+                f"S3 sweep_lock_seconds must be within {LEASE_LEAST:g}..{LEASE_MOST:g} "
+                f"seconds, not {own['sweep_lock_seconds']!r}"
+            )
         self._profile: str | None = own.get("profile")
         # SeaweedFS, MinIO and AWS take a conditional copy with this header.
         settings.setdefault("copy_if_not_exists", "header:If-None-Match:*")
@@ -557,6 +569,8 @@ class S3Engine:
         self._partials: S3PartialStore | None = None
         #: The sweep record's ETag this process saw last (``(None,)``: no record), or ``None``.
         self._sweep_seen: tuple[str | None] | None = None
+        #: A running sweep's beat this process saw first, and when (monotonic).
+        self._sweep_beat: tuple[str, float] | None = None
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 

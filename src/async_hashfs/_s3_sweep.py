@@ -10,6 +10,13 @@ both atomically):
 - ``owner``, ``until``, ``state``: the running sweep's token and lease (renewed
   every third of it by a thread of the sweep, lapsed when its process died);
   a sweep that ends leaves the record ``done``, never deletes it;
+- ``lease``, ``beat``: the sweep's lease in seconds (its own
+  ``sweep_lock_seconds``), and a token every write of the sweep changes
+  (puts keep it). A put takes a ``running`` sweep for dead once its
+  ``beat`` has not changed for ``lease`` seconds of the put's own monotonic
+  clock (``lease`` capped at :data:`LEASE_MOST`, the most
+  ``sweep_lock_seconds`` allows): it never compares ``until``, written by
+  another host's clock, with its own;
 - ``listed_upto``: the largest key of the listing pages already decided.
   S3 lists keys in byte order, but not every server does (SeaweedFS lists
   folder by folder: ``ab/cd/rest/x`` before ``ab/cd/rest.jpg``), so a sweep
@@ -30,13 +37,15 @@ made new, a resumable upload's commit, a completion hook run again) takes
 an ETag the record had before its last step (the last this process saw, or
 a HEAD) and reads the record after it (a GET). The same ETag and no live
 sweep: no sweep ran in between, and the put is done (one small request).
-Otherwise (:func:`guard`) it makes sure the running sweep cannot take the
-key (waits while the key is in ``deleting``, at most the lease; adds it to
-``touched`` when the sweep has not decided its page yet), then looks at the
-key: gone (a batch took it, or a sweep that ended meanwhile), it stores its
+Otherwise (another ETag, a live sweep, or the key in ``deleting``: a sweep
+that died just after its DeleteObjects leaves that), :func:`guard` makes
+sure the running sweep cannot take the key (waits while the key is in
+``deleting``, at most the sweep's lease; adds it to ``touched`` when the
+sweep has not decided its page yet), then looks at the key: gone (a batch took it, or a sweep that ended meanwhile), it stores its
 bytes again. Only then is the put told "stored".
 
-Limits: the servers' clocks must agree to well within the lease; a sweep
+Limits: the clocks of the hosts that sweep must agree to well within the
+lease (a sweep takes over a record whose ``until`` passed); a sweep
 process that freezes for longer than its lease between its last lease check
 and its DeleteObjects request may still delete (S3 cannot fence it).
 """
@@ -62,12 +71,25 @@ from ._layout import TEMP_DIRNAME
 if TYPE_CHECKING:
     from ._s3 import S3Engine
 
-__all__ = ["RECORD_KEY", "SWEEP_LEASE", "SweepLease", "guard", "mark"]
+__all__ = [
+    "LEASE_LEAST",
+    "LEASE_MOST",
+    "RECORD_KEY",
+    "SWEEP_LEASE",
+    "SweepLease",
+    "guard",
+    "mark",
+]
 
 #: The record's key under the root (in the temp prefix: never listed as a stored file).
 RECORD_KEY = f"{TEMP_DIRNAME}/sweep.json"
 #: Seconds a sweep's lease lasts unless renewed (the ``sweep_lock_seconds`` option).
 SWEEP_LEASE = 30.0
+#: The least and the most ``sweep_lock_seconds`` allows. The least keeps the
+#: renewals (every third of the lease) from contending with puts on the record;
+#: the most bounds how long a put waits for a batch of a sweep whose process died.
+LEASE_LEAST = 5.0
+LEASE_MOST = 600.0
 #: Times a put stores its bytes again before it gives up (each time a new sweep took them).
 _RESTORES = 5
 #: First and longest wait of a put whose key is being deleted, in seconds.
@@ -153,6 +175,33 @@ def live(record: Record | None, now: float | None = None) -> bool:
     return until > (time.time() if now is None else now)
 
 
+def lease_of(record: Record) -> float:
+    """The lease the sweep of ``record`` holds, in seconds, within what the option allows."""
+    try:
+        lease = float(record["lease"])
+    except (KeyError, TypeError, ValueError):
+        return SWEEP_LEASE
+    return min(max(lease, LEASE_LEAST), LEASE_MOST) if lease == lease else LEASE_MOST
+
+
+def _left(engine: S3Engine, record: Record | None) -> float:
+    """Seconds before this process takes the sweep of ``record`` for dead; 0: it is.
+
+    A ``running`` record whose ``beat`` this process has seen unchanged for
+    the sweep's lease, on its own monotonic clock, names a dead sweep (a live
+    one writes every third of its lease). The first sight of a beat starts
+    the count; beats never repeat.
+    """
+    if not record or record.get("state") != "running":
+        return 0.0
+    beat = f"{record.get('owner')}/{record.get('beat')}/{record.get('until')}"
+    now = time.monotonic()
+    seen = engine._sweep_beat
+    if seen is None or seen[0] != beat:
+        engine._sweep_beat = seen = (beat, now)
+    return max(0.0, seen[1] + lease_of(record) - now)
+
+
 def _when(seconds: object) -> str:
     try:
         moment = datetime.fromtimestamp(float(seconds), timezone.utc)  # type: ignore[arg-type]
@@ -206,6 +255,8 @@ class SweepLease:
                 "state": "running",
                 "started": now,
                 "until": now + self.lease,
+                "lease": self.lease,
+                "beat": secrets.token_hex(6),
                 "listed_upto": "",
                 "deleting": [],
                 "touched": [],
@@ -244,7 +295,7 @@ class SweepLease:
                 if record.get("owner") != self.token or record.get("state") != "running":
                     raise self._lost()
                 until = time.time() + self.lease
-                new = dict(change(dict(record)), until=until)
+                new = dict(change(dict(record)), until=until, beat=secrets.token_hex(6))
                 new.pop("rev", None)
                 written = write(self.engine, new, etag)
                 if written is not None:
@@ -286,18 +337,18 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
     """Wait until the running sweep (if any) can no longer take ``key``; the last ETag seen.
 
     While ``key`` is in the batch being deleted, the record is read again
-    (with backoff) until it changes or the sweep's lease lapses; a key the
-    sweep has not decided yet is added to ``touched``.
+    (with backoff) until the batch is done or the sweep is dead (see
+    :func:`_left`); a key the sweep has not decided yet is added to ``touched``.
     """
     wait = _WAIT_FIRST
     while True:
-        now = time.time()
-        if not live(record, now):
+        left = _left(engine, record)
+        if not left:
             return etag
         assert record is not None
         if key in record.get("deleting", ()):
             engine._waiting(key)
-            time.sleep(max(0.0, min(wait, float(record["until"]) - now)))
+            time.sleep(min(wait, left))
             wait = min(wait * 2, _WAIT_MOST)
             record, etag = read(engine)
             continue
@@ -325,8 +376,9 @@ def guard(
     restored = False
     for _ in range(_RESTORES):
         record, etag = read(engine)
-        if etag == before and not live(record):
-            return "restored" if restored else "there"
+        if etag == before and not (record and key in record.get("deleting", ())):
+            if not _left(engine, record):  # no write between, no live sweep
+                return "restored" if restored else "there"
         before = _settled(engine, key, record, etag)
         if engine._head(key) is not None:
             return "restored" if restored else "there"
