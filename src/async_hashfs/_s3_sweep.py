@@ -41,8 +41,9 @@ Otherwise (another ETag, a live sweep, or the key in ``deleting``: a sweep
 that died just after its DeleteObjects leaves that), :func:`guard` makes
 sure the running sweep cannot take the key (waits while the key is in
 ``deleting``, at most the sweep's lease; adds it to ``touched`` when the
-sweep has not decided its page yet), then looks at the key: gone (a batch took it, or a sweep that ended meanwhile), it stores its
-bytes again. Only then is the put told "stored".
+sweep has not decided its page yet), then looks at the key: gone (a batch
+took it, or a sweep that ended meanwhile), it stores its bytes again. Only
+then is the put told "stored".
 
 Limits: the clocks of the hosts that sweep must agree to well within the
 lease (a sweep takes over a record whose ``until`` passed); a sweep
@@ -376,9 +377,9 @@ def guard(
     restored = False
     for _ in range(_RESTORES):
         record, etag = read(engine)
-        if etag == before and not (record and key in record.get("deleting", ())):
-            if not _left(engine, record):  # no write between, no live sweep
-                return "restored" if restored else "there"
+        doomed = record is not None and key in record.get("deleting", ())
+        if etag == before and not doomed and not _left(engine, record):
+            return "restored" if restored else "there"  # no write between, no live sweep
         before = _settled(engine, key, record, etag)
         if engine._head(key) is not None:
             return "restored" if restored else "there"
