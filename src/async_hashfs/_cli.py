@@ -779,8 +779,8 @@ def sweep(
     except SweepRunning as exc:
         raise StoreBusy(str(exc)) from exc
     except OSError as exc:
-        if exc.errno == errno.EPIPE or keep_file.closed:
-            raise
+        if exc.errno == errno.EPIPE or keep_file.closed or _storage_problem(exc) is not None:
+            raise  # the reader left, or the bucket cannot be used: not the --keep file's
         _fail(f"--keep {source}: cannot read: {exc.strerror or exc}")
     if as_json:
         click.echo(json.dumps({"summary": asdict(report)}))

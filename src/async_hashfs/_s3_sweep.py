@@ -149,13 +149,21 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
     Returns the new ETag, or ``None`` when refused (the record changed). Each
     write has its own ``rev``, so that a write that landed but whose answer
     was lost (the client retried and was refused) is known for ours.
+
+    Raises:
+        FileNotFoundError: the bucket does not exist (a create refused with
+            "not found" is no refusal: the error is the server's).
     """
     rev = secrets.token_hex(8)
     data = json.dumps(dict(record, rev=rev), separators=(",", ":")).encode()
     mode: Any = "create" if etag is None else {"e_tag": etag}
     try:
         result = obstore.put(engine.store, RECORD_KEY, data, mode=mode)
-    except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError):
+    except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError) as exc:
+        if isinstance(exc, (FileNotFoundError, NotFoundError)) and (
+            etag is None or _no_bucket(exc)
+        ):
+            raise
         found, found_etag = read(engine)
         if found is not None and found.get("rev") == rev:
             return found_etag
@@ -163,6 +171,12 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
     etag = str(result["e_tag"])
     engine._sweep_seen = (etag,)
     return etag
+
+
+def _no_bucket(exc: BaseException) -> bool:
+    from ._s3 import describe_error
+
+    return describe_error(exc) == "the S3 bucket does not exist"
 
 
 def live(record: Record | None, now: float | None = None) -> bool:
