@@ -1282,31 +1282,43 @@ class S3Engine:
                     report.young += 1
                 else:
                     doomed.append((key, parsed[0], int(meta["size"])))
-            if lease is not None:  # every page: the record's list of touched keys stays short
-                deleted, late = self._delete_batch(lease, doomed, last)
-                report.skipped += late  # listed out of order: the next sweep sees them
-                report.young += len(doomed) - len(deleted) - late  # stored again meanwhile
-                doomed = deleted
-            for key, id, size in doomed:
-                self._verified.pop(key, None)
-                report.removed += 1
-                report.removed_bytes += size
-                if on_remove is not None:
-                    on_remove(HashAddress(id, key, layout.abspath(key), False))
+            if lease is None:
+                self._removed(report, doomed, on_remove)
+            else:  # every page: the record's list of touched keys stays short
+                self._delete_batch(lease, doomed, last, report, on_remove)
+
+    def _removed(
+        self,
+        report: SweepReport,
+        doomed: list[tuple[str, str, int]],
+        on_remove: RemovedCallback | None,
+    ) -> None:
+        """Count and report the objects ``doomed`` (deleted, or would be on a dry run)."""
+        for key, id, size in doomed:
+            self._verified.pop(key, None)
+            report.removed += 1
+            report.removed_bytes += size
+            if on_remove is not None:
+                on_remove(HashAddress(id, key, self.layout.abspath(key), False))
 
     def _delete_batch(
-        self, lease: SweepLease, doomed: list[tuple[str, str, int]], last: str
-    ) -> tuple[list[tuple[str, str, int]], int]:
-        """Name the batch in the record, delete it, clear it; what was deleted, and how
-        many keys were left as listed out of order.
+        self,
+        lease: SweepLease,
+        doomed: list[tuple[str, str, int]],
+        last: str,
+        report: SweepReport,
+        on_remove: RemovedCallback | None,
+    ) -> None:
+        """Name the batch in the record, delete it, report it, clear it.
 
-        Keys a put named in ``touched`` are left out (counted young by the
-        caller), and so are keys not past the ``listed_upto`` of the pages
-        decided before: a put of such a key took its page for decided and
-        named it nowhere. S3 lists in byte order, but some servers do not
-        (SeaweedFS lists folder by folder: ``ab/cd/rest/x`` before
-        ``ab/cd/rest.jpg``); those keys are counted skipped, and the next
-        sweep looks at them again.
+        The batch is reported (``on_remove``, the counts) as soon as it is
+        deleted, before the record is cleared, which may fail. Keys a put
+        named in ``touched`` are left out (counted young), and so are keys
+        not past the ``listed_upto`` of the pages decided before: a put of
+        such a key took its page for decided and named it nowhere. S3 lists
+        in byte order, but some servers do not (SeaweedFS lists folder by
+        folder: ``ab/cd/rest/x`` before ``ab/cd/rest.jpg``); those keys are
+        counted skipped, and the next sweep looks at them again.
         """
         keys = [key for key, _, _ in doomed]
         late: list[int] = [0]
@@ -1324,12 +1336,14 @@ class S3Engine:
             )
 
         deleting = set(lease.update(decide)["deleting"])
+        report.skipped += late[0]  # listed out of order: the next sweep looks at them
+        report.young += len(doomed) - len(deleting) - late[0]  # stored again meanwhile
         if deleting:
             lease.check()
             with contextlib.suppress(FileNotFoundError, NotFoundError):
                 obstore.delete(self.store, sorted(deleting))
+            self._removed(report, [entry for entry in doomed if entry[0] in deleting], on_remove)
             lease.update(lambda record: dict(record, deleting=[]))
-        return [entry for entry in doomed if entry[0] in deleting], late[0]
 
     def _incomplete_uploads(self) -> Iterator[tuple[str, str, float]]:
         """``(key, upload id, start time)`` of every multipart upload under the prefix."""

@@ -239,7 +239,8 @@ class SweepLease:
         self.record: Record = {}
         self.etag: str | None = None
         self.until = 0.0
-        self.lost = False
+        #: Why this sweep lost the record (the error it raises), once it did.
+        self.lost: str | None = None
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -261,8 +262,8 @@ class SweepLease:
                     f"another sweep of {self._where()} is running (started "
                     f"{_when(record.get('started'))}, its lease runs to "
                     f"{_when(record.get('until'))}): wait for it to end; if its process died, "
-                    f"sweep again once the lease lapses ({self.lease:g} s, the "
-                    '"sweep_lock_seconds" option)'
+                    f"sweep again once its lease lapses ({lease_of(record):g} s, the "
+                    '"sweep_lock_seconds" option of the store that sweeps)'
                 )
             now = time.time()
             new = {
@@ -286,12 +287,22 @@ class SweepLease:
                 return
         raise SweepRunning(f"the sweep record of {self._where()} kept changing: sweep again")
 
-    def _lost(self) -> SweepRunning:
-        self.lost = True
-        return SweepRunning(
-            f"this sweep of {self._where()} lost its lease (it stalled past "
-            f"{self.lease:g} s and another sweep took over); it removed nothing more"
-        )
+    def _lost(self, changed: bool = False) -> SweepRunning:
+        """The error of a sweep that lost the record: its lease lapsed, or ``changed``."""
+        if self.lost is None:
+            if changed and time.time() < self.until:
+                self.lost = (
+                    f"the sweep record {RECORD_KEY} of {self._where()} was removed or changed "
+                    "by someone else while this sweep ran (an operator, a lifecycle rule, a "
+                    "sweep on a host whose clock runs ahead); it removed nothing more: sweep again"
+                )
+            else:
+                self.lost = (
+                    f"this sweep of {self._where()} lost its lease (it stalled past "
+                    f"{self.lease:g} s, and another sweep may have taken over); it removed "
+                    "nothing more"
+                )
+        return SweepRunning(self.lost)
 
     def update(self, change: Callable[[Record], Record]) -> Record:
         """Write ``change(record)`` with the lease renewed; return what was written.
@@ -305,10 +316,10 @@ class SweepLease:
         with self._mutex:
             record, etag = self.record, self.etag
             while True:
-                if self.lost or time.time() >= self.until:
+                if self.lost is not None or time.time() >= self.until:
                     raise self._lost()
                 if record.get("owner") != self.token or record.get("state") != "running":
-                    raise self._lost()
+                    raise self._lost(changed=True)
                 until = time.time() + self.lease
                 new = dict(change(dict(record)), until=until, beat=secrets.token_hex(6))
                 new.pop("rev", None)
@@ -318,12 +329,12 @@ class SweepLease:
                     return new
                 found, etag = read(self.engine)
                 if found is None:
-                    raise self._lost()
+                    raise self._lost(changed=True)
                 record = found
 
     def check(self) -> None:
         """Raise :class:`SweepRunning` unless at least a third of the lease is left."""
-        if self.lost or time.time() >= self.until - self.lease / 3:
+        if self.lost is not None or time.time() >= self.until - self.lease / 3:
             raise self._lost()
 
     def _renew(self) -> None:

@@ -143,7 +143,7 @@ class SweepReport:
     #: Files not at a content address of this store, never touched by a sweep
     #: (misplaced files, another layout's, anything else in the root); on S3
     #: also objects the server listed after a larger key (SeaweedFS lists folder
-    #: by folder), left for the next sweep (see :mod:`async_hashfs._s3_sweep`).
+    #: by folder), left for the next sweep.
     skipped: int = 0
     #: Shard folders removed because the sweep emptied them (object stores have none).
     folders: int = 0
