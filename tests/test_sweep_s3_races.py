@@ -164,19 +164,15 @@ def test_a_put_whose_key_a_dead_sweep_deleted_after_its_last_step_is_not_lost(
     assert stored(fs, first, data), f"the put was told {again} yet its object is gone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_refresh_duplicate leaves an object past COPY_LIMIT (5 GiB) with its old "
-    "LastModified: a duplicate put of it is swept before the app records its id",
-)
 def test_a_duplicate_put_of_an_object_past_one_copy_is_new_for_the_next_sweep(
     fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from async_hashfs import _s3
 
-    # Stands for 5 GiB: the branch taken is the one an object past one CopyObject takes.
-    monkeypatch.setattr(_s3, "COPY_LIMIT", 1024)
-    data = os.urandom(4096)
+    # Stands for 5 GiB: the branch taken is the one an object past one CopyObject takes
+    # (ranges of 5 MiB, the least part S3 takes: three here).
+    monkeypatch.setattr(_s3, "COPY_LIMIT", _s3.MIN_PART)
+    data = os.urandom(2 * _s3.MIN_PART + 4096)
     first = fs.put(data)
     engine: Any = fs._engine
     grace = 1.0
@@ -188,6 +184,8 @@ def test_a_duplicate_put_of_an_object_past_one_copy_is_new_for_the_next_sweep(
         time.sleep(0.1)
     again = fs.put(data)  # uploaded again: the app records its id next
     assert again.is_duplicate
+    after = engine._head(first.relpath)
+    assert after["last_modified"].timestamp() > modified and after["size"] == len(data)
     report = fs.sweep([], older_than=grace)  # a sweep that starts before the app's insert
     assert stored(fs, first, data), f"a put told stored a moment ago, swept: {report}"
 

@@ -1164,17 +1164,19 @@ class S3Engine:
     def _refresh_duplicate(self, key: str, size: int) -> bool:
         """Make the object at ``key`` look new (its LastModified now) for :meth:`sweep`.
 
-        S3 has no touch: the object is copied onto itself, server side (an
-        object past one CopyObject's 5 GiB keeps its date). A copy onto
+        S3 has no touch: the object is copied onto itself, server side; one
+        past a CopyObject's 5 GiB, in ranges (``UploadPartCopy`` of its own
+        bytes, completed over it: the same bytes, a new object). A copy onto
         itself must change something, so its metadata is replaced: this
         engine's objects have none (their type comes from their extension
         when served). Returns ``False`` when it is gone (swept or deleted
         since it was seen).
         """
-        if size > COPY_LIMIT:
-            return True
         full = self._full(key)
         try:
+            if size > COPY_LIMIT:
+                self._copy_in_parts(key, key, size)
+                return True
             self.client.copy_object(
                 Bucket=self.bucket,
                 Key=full,
