@@ -303,3 +303,46 @@ def test_objects_a_failed_sweep_deleted_are_reported(
         fs.sweep([], older_than=0, on_remove=lambda address: reported.append(address.relpath))
     assert not fs.exists(old.id)  # the batch was deleted ...
     assert reported == [old.relpath]  # ... so the app is told which objects went
+
+
+def test_puts_of_one_process_never_lose_a_record_write_to_each_other(
+    fs: SyncHashFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from async_hashfs import _s3_sweep
+
+    from .test_sweep_s3 import hold_listing
+
+    fs.put(b"listed on the first page")
+    monkeypatch.setattr(_s3_sweep.SweepLease, "_renew", lambda self: None)  # no writes but puts'
+    listed = Gate()
+    hold_listing(monkeypatch, fs, listed)
+    refused: list[str] = []
+    real_write = _s3_sweep.write
+
+    def write(engine: Any, record: Any, etag: Any) -> Any:
+        written = real_write(engine, record, etag)
+        if written is None:
+            refused.append(etag)
+        return written
+
+    monkeypatch.setattr(_s3_sweep, "write", write)
+    sweep = Running(lambda: fs.sweep([], older_than=0))
+    listed.wait()  # the sweep holds its first page: every new key goes in "touched"
+    bodies = [f"put {n} by one of eight threads".encode() for n in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        addresses = list(pool.map(fs.put, bodies))
+    record, _ = _s3_sweep.read(fs._engine)  # type: ignore[attr-defined]
+    assert record is not None
+    assert sorted(record["touched"]) == sorted(a.relpath for a in addresses)
+    assert refused == []  # ... each written once, none refused (no retry storm)
+    listed.open()
+    sweep.outcome()
+    assert all(stored(fs, a, b) for a, b in zip(addresses, bodies, strict=True))
+
+
+@pytest.mark.parametrize("seconds", [0, 2, 4.9, 601, float("nan")])
+def test_a_lease_out_of_range_is_refused_naming_the_option(s3_server: Any, seconds: float) -> None:
+    with pytest.raises(ValueError, match="sweep_lock_seconds must be within 5..600"):
+        new_fs(s3_server, sweep_lock_seconds=seconds)

@@ -571,6 +571,10 @@ class S3Engine:
         self._sweep_seen: tuple[str | None] | None = None
         #: A running sweep's beat this process saw first, and when (monotonic).
         self._sweep_beat: tuple[str, float] | None = None
+        #: Held by a put while it adds its key to the record's ``touched``; the
+        #: record's ETag the last of them wrote or read.
+        self._touching = threading.Lock()
+        self._touched_last: str | None = None
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 
