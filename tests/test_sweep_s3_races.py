@@ -344,5 +344,5 @@ def test_puts_of_one_process_never_lose_a_record_write_to_each_other(
 
 @pytest.mark.parametrize("seconds", [0, 2, 4.9, 601, float("nan")])
 def test_a_lease_out_of_range_is_refused_naming_the_option(s3_server: Any, seconds: float) -> None:
-    with pytest.raises(ValueError, match="sweep_lock_seconds must be within 5..600"):
+    with pytest.raises(ValueError, match=r"sweep_lock_seconds must be within 5\.\.600"):
         new_fs(s3_server, sweep_lock_seconds=seconds)
