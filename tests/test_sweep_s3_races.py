@@ -1,9 +1,9 @@
-"""Hostile review of the S3 sweep's record protocol (issue 16, section 1).
-
-Each test here proves a defect: it is marked ``xfail(strict=True)`` and
-passes the day the defect is fixed (then drop the mark). Same tools as
-``test_sweep_s3.py``: steps are held by gates, never by sleeps; SeaweedFS on
-127.0.0.1.
+"""Races of the S3 sweep's record protocol (issue 16, section 1) that a hostile
+review found, each a regression test now: out-of-order listings, a sweep that
+dies after its batch delete, a dead sweep's lease on another host's clock,
+objects past 5 GiB, the CLI's exit codes and errors, puts of one process
+contending for the record. Same tools as ``test_sweep_s3.py``: steps are
+held by gates, never by sleeps; SeaweedFS on 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -571,10 +571,15 @@ class S3Engine:
         self._sweep_seen: tuple[str | None] | None = None
         #: A running sweep's beat this process saw first, and when (monotonic).
         self._sweep_beat: tuple[str, float] | None = None
-        #: Held by a put while it adds its key to the record's ``touched``; the
-        #: record's ETag the last of them wrote or read.
+        #: Held by a put while it adds keys to the record's ``touched``; the
+        #: record's ETag the last of them wrote or read, the keys it wrote, its round.
         self._touching = threading.Lock()
-        self._touched_last: str | None = None
+        self._touched_last: tuple[str | None, frozenset[str], int] = (None, frozenset(), 0)
+        #: Keys of puts waiting to be named in ``touched`` (one write names them all),
+        #: and how many writes took their keys from it.
+        self._touch_queue: set[str] = set()
+        self._touch_round = 0
+        self._touch_queue_lock = threading.Lock()
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 

@@ -51,8 +51,9 @@ listing passes them (each page's decision keeps only keys past the new
 ``listed_upto``). Early in a sweep of a large bucket nearly every new key is
 past it: a sweep of a million objects that takes ten minutes while puts
 land at 10 a second ends with a record of about 430 KB, which each such put
-reads and writes once. The puts of one process write it one at a time (a
-lock), so none of their conditional writes loses to another's.
+reads and writes once. The puts of one process write it one at a time,
+each write naming every key queued meanwhile, so none of their conditional
+writes loses to another's, and many puts share one write.
 
 Limits: the clocks of the hosts that sweep must agree to well within the
 lease (a sweep takes over a record whose ``until`` passed); a sweep
@@ -390,17 +391,57 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
         touched = list(record.get("touched", ()))
         if key <= str(record.get("listed_upto", "")) or key in touched:
             return etag
-        # This process's puts write one at a time, each on the record as the
-        # last one left it: no conditional write of theirs loses to another.
-        with engine._touching:
-            last = engine._touched_last
-            if last is None or last == etag:
-                written = write(engine, dict(record, touched=[*touched, key]), etag)
-                if written is not None:
-                    engine._touched_last = written
-                    return written
-            record, etag = read(engine)
-            engine._touched_last = etag
+        written = _touch(engine, key, record, etag)
+        if written is not None:
+            return written
+        record, etag = read(engine)
+
+
+def _undecided(engine: S3Engine, key: str, record: Record) -> bool:
+    """Whether a running sweep may still take ``key`` in a page it has not decided."""
+    return (
+        bool(_left(engine, record))
+        and key not in record.get("deleting", ())
+        and key > str(record.get("listed_upto", ""))
+        and key not in record.get("touched", ())
+    )
+
+
+def _touch(engine: S3Engine, key: str, record: Record, etag: str | None) -> str | None:
+    """Add ``key`` to the record's ``touched``; the ETag after, or ``None``: read it again.
+
+    This process's puts write one at a time, each on the record as the last
+    left it (no conditional write of theirs loses to another's), and each
+    write names every key queued before it (one write for many puts): a put
+    whose key a write queued after it named is done.
+    """
+    with engine._touch_queue_lock:
+        engine._touch_queue.add(key)
+        ticket = engine._touch_round
+    with engine._touching:
+        last_etag, last_keys, last_round = engine._touched_last
+        if last_round > ticket and key in last_keys:
+            return last_etag  # named by a write that began after this put queued its key
+        if last_etag is not None and last_etag != etag:
+            found, etag = read(engine)  # another put of this process wrote since
+            engine._touched_last = (etag, frozenset(), last_round)
+            if found is None or not _undecided(engine, key, found):
+                return None  # the caller reads it again, and decides
+            record = found
+        with engine._touch_queue_lock:
+            keys = frozenset(engine._touch_queue)
+            engine._touch_round += 1
+            this_round = engine._touch_round
+        touched = list(record.get("touched", ()))
+        new = sorted(keys - set(touched))
+        written = write(engine, dict(record, touched=[*touched, *new]), etag)
+        if written is None:
+            engine._touched_last = (None, frozenset(), this_round)
+            return None
+        with engine._touch_queue_lock:
+            engine._touch_queue.difference_update(keys)
+        engine._touched_last = (written, keys, this_round)
+        return written
 
 
 def guard(
