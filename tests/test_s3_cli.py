@@ -159,3 +159,36 @@ def test_sweep_while_another_runs_is_exit_5(
     assert result.exit_code == 5, result.output
     assert "another sweep of s3://" in result.output and "is running" in result.output
     assert fs.count() == 1
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Any:
+    """A SeaweedFS that creates no bucket on upload, as AWS, R2 and MinIO."""
+    from . import s3server
+
+    server = s3server.start(extra=["-s3.autoCreateBucket=false"])
+    yield server
+    server.stop()
+
+
+def test_a_sweep_of_a_missing_bucket_says_so_and_exits_4(
+    strict_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    options = strict_server.options()
+    fs = SyncHashFS("s3://no-such-bucket-here/app", s3_options=options)
+    with pytest.raises(FileNotFoundError):  # not "another sweep runs"
+        fs.sweep([], older_than=0)
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "HASHFS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", options["endpoint"])
+    monkeypatch.setenv("AWS_REGION", options["region"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", options["access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", options["secret_access_key"])
+    for dry_run in ([], ["--dry-run"]):
+        args = ["sweep", "--keep", os.devnull, "--allow-empty", *dry_run]
+        result = run("s3://no-such-bucket-here/app", *args)
+        assert result.exit_code == 4, result.output
+        assert "bucket does not exist" in result.output and "sweep" not in result.output

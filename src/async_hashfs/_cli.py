@@ -11,7 +11,8 @@ Exit codes: 0 done; 1 a check found problems (``verify``, files ``repair`` left)
 option value or argument that is wrong, a reference that names nothing, a file
 that cannot be read or written; 3 the store's root is missing, is not a folder
 or its disk refused (permissions, a full disk); 4 an s3:// root cannot be used
-(extra not installed, credentials, bucket, server); 130 interrupted; 141 the
+(extra not installed, credentials, bucket, server); 5 another sweep of the
+same s3:// store is running (``sweep``); 130 interrupted; 141 the
 reader of standard output went away (``… | head``), as a shell reports them.
 Every error is one line on standard error, ``Error: `` and what was wrong.
 """
@@ -198,7 +199,8 @@ def make_group(name: str = "hashfs", factory: StoreFactory | None = None) -> cli
         "migrate.",
         epilog="Exit codes: 0 done, 1 a check found a problem (verify: a mismatch; repair: "
         "files left), 2 bad usage or reference, 3 no usable store folder, 4 an s3:// root "
-        "that cannot be used.",
+        "that cannot be used, 5 another sweep of the same s3:// store running (sweep), "
+        "130 interrupted, 141 output cut short.",
     )
     if factory is None:
         click.version_option(
@@ -779,8 +781,8 @@ def sweep(
     except SweepRunning as exc:
         raise StoreBusy(str(exc)) from exc
     except OSError as exc:
-        if exc.errno == errno.EPIPE or keep_file.closed:
-            raise
+        if exc.errno == errno.EPIPE or keep_file.closed or _storage_problem(exc) is not None:
+            raise  # the reader left, or the bucket cannot be used: not the --keep file's
         _fail(f"--keep {source}: cannot read: {exc.strerror or exc}")
     if as_json:
         click.echo(json.dumps({"summary": asdict(report)}))

@@ -99,4 +99,9 @@ class CorruptFile(HashFSError, OSError):
 
 
 class SweepRunning(HashFSError, RuntimeError):
-    """Another sweep of the same S3 store holds its lease (one sweep runs at a time there)."""
+    """Another sweep of the same S3 store holds its lease (one sweep runs at a time there).
+
+    Also raised by a sweep that lost its record while it ran: its lease
+    lapsed (it stalled), or someone removed or changed ``.hashfs-tmp/sweep.json``.
+    The objects it removed before are reported (``on_remove``) all the same.
+    """

@@ -76,7 +76,15 @@ from ._engine import (
 )
 from ._exceptions import CorruptFile, FileTooLarge, NotFound
 from ._layout import TEMP_DIRNAME, Layout
-from ._s3_sweep import RECORD_KEY, SWEEP_LEASE, SweepLease, guard, mark
+from ._s3_sweep import (
+    LEASE_LEAST,
+    LEASE_MOST,
+    RECORD_KEY,
+    SWEEP_LEASE,
+    SweepLease,
+    guard,
+    mark,
+)
 from ._sweep import KeepSet, RemovedCallback, SweepReport
 from ._tus_local import TUS_DIRNAME
 
@@ -486,9 +494,10 @@ class S3Engine:
     - ``tus_lock_seconds``: how long a resumable upload stays locked by a
       request whose server stopped renewing the lock (died), 6 by default
       (tus-js-client's retries span 9 s); see :mod:`async_hashfs._tus_s3`;
-    - ``sweep_lock_seconds``: the lease of a running sweep (30 by default):
-      a sweep whose process died blocks the next one, and puts of the keys
-      it was deleting wait, at most this long; see :mod:`async_hashfs._s3_sweep`.
+    - ``sweep_lock_seconds``: the lease of a running sweep (30 by default,
+      5 to 600): a sweep whose process died blocks the next one, and puts of
+      the keys it was deleting wait this long (the lease of the sweep that
+      died, on the put's clock); see :mod:`async_hashfs._s3_sweep`.
 
     An ``http://`` endpoint (option, ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT``)
     allows plain HTTP by itself.
@@ -536,8 +545,11 @@ class S3Engine:
         if not 0 < self.tus_lock_seconds < 86400:
             raise ValueError("S3 tus_lock_seconds must be more than 0 and less than a day")
         self.sweep_lock_seconds = float(own.get("sweep_lock_seconds", SWEEP_LEASE))
-        if not 0 < self.sweep_lock_seconds < 86400:
-            raise ValueError("S3 sweep_lock_seconds must be more than 0 and less than a day")
+        if not LEASE_LEAST <= self.sweep_lock_seconds <= LEASE_MOST:
+            raise ValueError(
+                f"S3 sweep_lock_seconds must be within {LEASE_LEAST:g}..{LEASE_MOST:g} "
+                f"seconds, not {own['sweep_lock_seconds']!r}"
+            )
         self._profile: str | None = own.get("profile")
         # SeaweedFS, MinIO and AWS take a conditional copy with this header.
         settings.setdefault("copy_if_not_exists", "header:If-None-Match:*")
@@ -557,6 +569,17 @@ class S3Engine:
         self._partials: S3PartialStore | None = None
         #: The sweep record's ETag this process saw last (``(None,)``: no record), or ``None``.
         self._sweep_seen: tuple[str | None] | None = None
+        #: A running sweep's beat this process saw first, and when (monotonic).
+        self._sweep_beat: tuple[str, float] | None = None
+        #: Held by a put while it adds keys to the record's ``touched``; the
+        #: record's ETag the last of them wrote or read, the keys it wrote, its round.
+        self._touching = threading.Lock()
+        self._touched_last: tuple[str | None, frozenset[str], int] = (None, frozenset(), 0)
+        #: Keys of puts waiting to be named in ``touched`` (one write names them all),
+        #: and how many writes took their keys from it.
+        self._touch_queue: set[str] = set()
+        self._touch_round = 0
+        self._touch_queue_lock = threading.Lock()
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 
@@ -1150,17 +1173,19 @@ class S3Engine:
     def _refresh_duplicate(self, key: str, size: int) -> bool:
         """Make the object at ``key`` look new (its LastModified now) for :meth:`sweep`.
 
-        S3 has no touch: the object is copied onto itself, server side (an
-        object past one CopyObject's 5 GiB keeps its date). A copy onto
+        S3 has no touch: the object is copied onto itself, server side; one
+        past a CopyObject's 5 GiB, in ranges (``UploadPartCopy`` of its own
+        bytes, completed over it: the same bytes, a new object). A copy onto
         itself must change something, so its metadata is replaced: this
         engine's objects have none (their type comes from their extension
         when served). Returns ``False`` when it is gone (swept or deleted
         since it was seen).
         """
-        if size > COPY_LIMIT:
-            return True
         full = self._full(key)
         try:
+            if size > COPY_LIMIT:
+                self._copy_in_parts(key, key, size)
+                return True
             self.client.copy_object(
                 Bucket=self.bucket,
                 Key=full,
@@ -1268,43 +1293,68 @@ class S3Engine:
                     report.young += 1
                 else:
                     doomed.append((key, parsed[0], int(meta["size"])))
-            if lease is not None:  # every page: the record's list of touched keys stays short
-                deleted = self._delete_batch(lease, doomed, last)
-                report.young += len(doomed) - len(deleted)  # stored again meanwhile
-                doomed = deleted
-            for key, id, size in doomed:
-                self._verified.pop(key, None)
-                report.removed += 1
-                report.removed_bytes += size
-                if on_remove is not None:
-                    on_remove(HashAddress(id, key, layout.abspath(key), False))
+            if lease is None:
+                self._removed(report, doomed, on_remove)
+            else:  # every page: the record's list of touched keys stays short
+                self._delete_batch(lease, doomed, last, report, on_remove)
+
+    def _removed(
+        self,
+        report: SweepReport,
+        doomed: list[tuple[str, str, int]],
+        on_remove: RemovedCallback | None,
+    ) -> None:
+        """Count and report the objects ``doomed`` (deleted, or would be on a dry run)."""
+        for key, id, size in doomed:
+            self._verified.pop(key, None)
+            report.removed += 1
+            report.removed_bytes += size
+            if on_remove is not None:
+                on_remove(HashAddress(id, key, self.layout.abspath(key), False))
 
     def _delete_batch(
-        self, lease: SweepLease, doomed: list[tuple[str, str, int]], last: str
-    ) -> list[tuple[str, str, int]]:
-        """Name the batch in the record, delete it, clear it; return what was deleted.
+        self,
+        lease: SweepLease,
+        doomed: list[tuple[str, str, int]],
+        last: str,
+        report: SweepReport,
+        on_remove: RemovedCallback | None,
+    ) -> None:
+        """Name the batch in the record, delete it, report it, clear it.
 
-        Keys a put named in ``touched`` are left out (counted young by the caller).
+        The batch is reported (``on_remove``, the counts) as soon as it is
+        deleted, before the record is cleared, which may fail. Keys a put
+        named in ``touched`` are left out (counted young), and so are keys
+        not past the ``listed_upto`` of the pages decided before: a put of
+        such a key took its page for decided and named it nowhere. S3 lists
+        in byte order, but some servers do not (SeaweedFS lists folder by
+        folder: ``ab/cd/rest/x`` before ``ab/cd/rest.jpg``); those keys are
+        counted skipped, and the next sweep looks at them again.
         """
         keys = [key for key, _, _ in doomed]
+        late: list[int] = [0]
 
         def decide(record: dict[str, Any]) -> dict[str, Any]:
             touched = record.get("touched") or []
             spared = set(touched)
+            upto = str(record.get("listed_upto") or "")
+            late[0] = sum(1 for key in keys if key <= upto)
             return dict(
                 record,
-                listed_upto=max(last, str(record.get("listed_upto") or "")),
-                deleting=[key for key in keys if key not in spared],
-                touched=[key for key in touched if key > last],
+                listed_upto=max(last, upto),
+                deleting=[key for key in keys if key not in spared and key > upto],
+                touched=[key for key in touched if key > max(last, upto)],
             )
 
         deleting = set(lease.update(decide)["deleting"])
+        report.skipped += late[0]  # listed out of order: the next sweep looks at them
+        report.young += len(doomed) - len(deleting) - late[0]  # stored again meanwhile
         if deleting:
             lease.check()
             with contextlib.suppress(FileNotFoundError, NotFoundError):
                 obstore.delete(self.store, sorted(deleting))
+            self._removed(report, [entry for entry in doomed if entry[0] in deleting], on_remove)
             lease.update(lambda record: dict(record, deleting=[]))
-        return [entry for entry in doomed if entry[0] in deleting]
 
     def _incomplete_uploads(self) -> Iterator[tuple[str, str, float]]:
         """``(key, upload id, start time)`` of every multipart upload under the prefix."""

@@ -10,8 +10,19 @@ both atomically):
 - ``owner``, ``until``, ``state``: the running sweep's token and lease (renewed
   every third of it by a thread of the sweep, lapsed when its process died);
   a sweep that ends leaves the record ``done``, never deletes it;
-- ``listed_upto``: the last key of the listing pages already decided (S3
-  lists keys in ascending order);
+- ``lease``, ``beat``: the sweep's lease in seconds (its own
+  ``sweep_lock_seconds``), and a token every write of the sweep changes
+  (puts keep it). A put takes a ``running`` sweep for dead once its
+  ``beat`` has not changed for ``lease`` seconds of the put's own monotonic
+  clock (``lease`` capped at :data:`LEASE_MOST`, the most
+  ``sweep_lock_seconds`` allows): it never compares ``until``, written by
+  another host's clock, with its own;
+- ``listed_upto``: the largest key of the listing pages already decided.
+  S3 lists keys in byte order, but not every server does (SeaweedFS lists
+  folder by folder: ``ab/cd/rest/x`` before ``ab/cd/rest.jpg``), so a sweep
+  never deletes a key not past the ``listed_upto`` of the pages before its
+  own (it counts it skipped; the next sweep looks at it again): for a put,
+  ``key <= listed_upto`` means "its page is decided", soundly;
 - ``deleting``: the keys of the one batch being deleted now;
 - ``touched``: keys past ``listed_upto`` that puts stored meanwhile: the
   sweep leaves them out of the batch of their page.
@@ -26,13 +37,26 @@ made new, a resumable upload's commit, a completion hook run again) takes
 an ETag the record had before its last step (the last this process saw, or
 a HEAD) and reads the record after it (a GET). The same ETag and no live
 sweep: no sweep ran in between, and the put is done (one small request).
-Otherwise (:func:`guard`) it makes sure the running sweep cannot take the
-key (waits while the key is in ``deleting``, at most the lease; adds it to
-``touched`` when the sweep has not decided its page yet), then looks at the
-key: gone (a batch took it, or a sweep that ended meanwhile), it stores its
-bytes again. Only then is the put told "stored".
+Otherwise (another ETag, a live sweep, or the key in ``deleting``: a sweep
+that died just after its DeleteObjects leaves that), :func:`guard` makes
+sure the running sweep cannot take the key (waits while the key is in
+``deleting``, at most the sweep's lease; adds it to ``touched`` when the
+sweep has not decided its page yet), then looks at the key: gone (a batch
+took it, or a sweep that ended meanwhile), it stores its bytes again. Only
+then is the put told "stored".
 
-Limits: the servers' clocks must agree to well within the lease; a sweep
+Size: ``touched`` holds the keys of the puts that landed, during a sweep,
+past ``listed_upto`` (about 71 bytes each with sha256), and loses them as the
+listing passes them (each page's decision keeps only keys past the new
+``listed_upto``). Early in a sweep of a large bucket nearly every new key is
+past it: a sweep of a million objects that takes ten minutes while puts
+land at 10 a second ends with a record of about 430 KB, which each such put
+reads and writes once. The puts of one process write it one at a time,
+each write naming every key queued meanwhile, so none of their conditional
+writes loses to another's, and many puts share one write.
+
+Limits: the clocks of the hosts that sweep must agree to well within the
+lease (a sweep takes over a record whose ``until`` passed); a sweep
 process that freezes for longer than its lease between its last lease check
 and its DeleteObjects request may still delete (S3 cannot fence it).
 """
@@ -58,12 +82,25 @@ from ._layout import TEMP_DIRNAME
 if TYPE_CHECKING:
     from ._s3 import S3Engine
 
-__all__ = ["RECORD_KEY", "SWEEP_LEASE", "SweepLease", "guard", "mark"]
+__all__ = [
+    "LEASE_LEAST",
+    "LEASE_MOST",
+    "RECORD_KEY",
+    "SWEEP_LEASE",
+    "SweepLease",
+    "guard",
+    "mark",
+]
 
 #: The record's key under the root (in the temp prefix: never listed as a stored file).
 RECORD_KEY = f"{TEMP_DIRNAME}/sweep.json"
 #: Seconds a sweep's lease lasts unless renewed (the ``sweep_lock_seconds`` option).
 SWEEP_LEASE = 30.0
+#: The least and the most ``sweep_lock_seconds`` allows. The least keeps the
+#: renewals (every third of the lease) from contending with puts on the record;
+#: the most bounds how long a put waits for a batch of a sweep whose process died.
+LEASE_LEAST = 5.0
+LEASE_MOST = 600.0
 #: Times a put stores its bytes again before it gives up (each time a new sweep took them).
 _RESTORES = 5
 #: First and longest wait of a put whose key is being deleted, in seconds.
@@ -122,13 +159,21 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
     Returns the new ETag, or ``None`` when refused (the record changed). Each
     write has its own ``rev``, so that a write that landed but whose answer
     was lost (the client retried and was refused) is known for ours.
+
+    Raises:
+        FileNotFoundError: the bucket does not exist (a create refused with
+            "not found" is no refusal: the error is the server's).
     """
     rev = secrets.token_hex(8)
     data = json.dumps(dict(record, rev=rev), separators=(",", ":")).encode()
     mode: Any = "create" if etag is None else {"e_tag": etag}
     try:
         result = obstore.put(engine.store, RECORD_KEY, data, mode=mode)
-    except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError):
+    except (PreconditionError, AlreadyExistsError, FileNotFoundError, NotFoundError) as exc:
+        if isinstance(exc, (FileNotFoundError, NotFoundError)) and (
+            etag is None or _no_bucket(exc)
+        ):
+            raise
         found, found_etag = read(engine)
         if found is not None and found.get("rev") == rev:
             return found_etag
@@ -136,6 +181,12 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
     etag = str(result["e_tag"])
     engine._sweep_seen = (etag,)
     return etag
+
+
+def _no_bucket(exc: BaseException) -> bool:
+    from ._s3 import describe_error
+
+    return describe_error(exc) == "the S3 bucket does not exist"
 
 
 def live(record: Record | None, now: float | None = None) -> bool:
@@ -147,6 +198,33 @@ def live(record: Record | None, now: float | None = None) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     return until > (time.time() if now is None else now)
+
+
+def lease_of(record: Record) -> float:
+    """The lease the sweep of ``record`` holds, in seconds, within what the option allows."""
+    try:
+        lease = float(record["lease"])
+    except (KeyError, TypeError, ValueError):
+        return SWEEP_LEASE
+    return min(max(lease, LEASE_LEAST), LEASE_MOST) if lease == lease else LEASE_MOST
+
+
+def _left(engine: S3Engine, record: Record | None) -> float:
+    """Seconds before this process takes the sweep of ``record`` for dead; 0: it is.
+
+    A ``running`` record whose ``beat`` this process has seen unchanged for
+    the sweep's lease, on its own monotonic clock, names a dead sweep (a live
+    one writes every third of its lease). The first sight of a beat starts
+    the count; beats never repeat.
+    """
+    if not record or record.get("state") != "running":
+        return 0.0
+    beat = f"{record.get('owner')}/{record.get('beat')}/{record.get('until')}"
+    now = time.monotonic()
+    seen = engine._sweep_beat
+    if seen is None or seen[0] != beat:
+        engine._sweep_beat = seen = (beat, now)
+    return max(0.0, seen[1] + lease_of(record) - now)
 
 
 def _when(seconds: object) -> str:
@@ -171,7 +249,8 @@ class SweepLease:
         self.record: Record = {}
         self.etag: str | None = None
         self.until = 0.0
-        self.lost = False
+        #: Why this sweep lost the record (the error it raises), once it did.
+        self.lost: str | None = None
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -193,8 +272,8 @@ class SweepLease:
                     f"another sweep of {self._where()} is running (started "
                     f"{_when(record.get('started'))}, its lease runs to "
                     f"{_when(record.get('until'))}): wait for it to end; if its process died, "
-                    f"sweep again once the lease lapses ({self.lease:g} s, the "
-                    '"sweep_lock_seconds" option)'
+                    f"sweep again once its lease lapses ({lease_of(record):g} s, the "
+                    '"sweep_lock_seconds" option of the store that sweeps)'
                 )
             now = time.time()
             new = {
@@ -202,6 +281,8 @@ class SweepLease:
                 "state": "running",
                 "started": now,
                 "until": now + self.lease,
+                "lease": self.lease,
+                "beat": secrets.token_hex(6),
                 "listed_upto": "",
                 "deleting": [],
                 "touched": [],
@@ -216,12 +297,22 @@ class SweepLease:
                 return
         raise SweepRunning(f"the sweep record of {self._where()} kept changing: sweep again")
 
-    def _lost(self) -> SweepRunning:
-        self.lost = True
-        return SweepRunning(
-            f"this sweep of {self._where()} lost its lease (it stalled past "
-            f"{self.lease:g} s and another sweep took over); it removed nothing more"
-        )
+    def _lost(self, changed: bool = False) -> SweepRunning:
+        """The error of a sweep that lost the record: its lease lapsed, or ``changed``."""
+        if self.lost is None:
+            if changed and time.time() < self.until:
+                self.lost = (
+                    f"the sweep record {RECORD_KEY} of {self._where()} was removed or changed "
+                    "by someone else while this sweep ran (an operator, a lifecycle rule, a "
+                    "sweep on a host whose clock runs ahead); it removed nothing more: sweep again"
+                )
+            else:
+                self.lost = (
+                    f"this sweep of {self._where()} lost its lease (it stalled past "
+                    f"{self.lease:g} s, and another sweep may have taken over); it removed "
+                    "nothing more"
+                )
+        return SweepRunning(self.lost)
 
     def update(self, change: Callable[[Record], Record]) -> Record:
         """Write ``change(record)`` with the lease renewed; return what was written.
@@ -235,12 +326,12 @@ class SweepLease:
         with self._mutex:
             record, etag = self.record, self.etag
             while True:
-                if self.lost or time.time() >= self.until:
+                if self.lost is not None or time.time() >= self.until:
                     raise self._lost()
                 if record.get("owner") != self.token or record.get("state") != "running":
-                    raise self._lost()
+                    raise self._lost(changed=True)
                 until = time.time() + self.lease
-                new = dict(change(dict(record)), until=until)
+                new = dict(change(dict(record)), until=until, beat=secrets.token_hex(6))
                 new.pop("rev", None)
                 written = write(self.engine, new, etag)
                 if written is not None:
@@ -248,12 +339,12 @@ class SweepLease:
                     return new
                 found, etag = read(self.engine)
                 if found is None:
-                    raise self._lost()
+                    raise self._lost(changed=True)
                 record = found
 
     def check(self) -> None:
         """Raise :class:`SweepRunning` unless at least a third of the lease is left."""
-        if self.lost or time.time() >= self.until - self.lease / 3:
+        if self.lost is not None or time.time() >= self.until - self.lease / 3:
             raise self._lost()
 
     def _renew(self) -> None:
@@ -282,28 +373,75 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
     """Wait until the running sweep (if any) can no longer take ``key``; the last ETag seen.
 
     While ``key`` is in the batch being deleted, the record is read again
-    (with backoff) until it changes or the sweep's lease lapses; a key the
-    sweep has not decided yet is added to ``touched``.
+    (with backoff) until the batch is done or the sweep is dead (see
+    :func:`_left`); a key the sweep has not decided yet is added to ``touched``.
     """
     wait = _WAIT_FIRST
     while True:
-        now = time.time()
-        if not live(record, now):
+        left = _left(engine, record)
+        if not left:
             return etag
         assert record is not None
         if key in record.get("deleting", ()):
             engine._waiting(key)
-            time.sleep(max(0.0, min(wait, float(record["until"]) - now)))
+            time.sleep(min(wait, left))
             wait = min(wait * 2, _WAIT_MOST)
             record, etag = read(engine)
             continue
         touched = list(record.get("touched", ()))
         if key <= str(record.get("listed_upto", "")) or key in touched:
             return etag
-        written = write(engine, dict(record, touched=[*touched, key]), etag)
+        written = _touch(engine, key, record, etag)
         if written is not None:
             return written
         record, etag = read(engine)
+
+
+def _undecided(engine: S3Engine, key: str, record: Record) -> bool:
+    """Whether a running sweep may still take ``key`` in a page it has not decided."""
+    return (
+        bool(_left(engine, record))
+        and key not in record.get("deleting", ())
+        and key > str(record.get("listed_upto", ""))
+        and key not in record.get("touched", ())
+    )
+
+
+def _touch(engine: S3Engine, key: str, record: Record, etag: str | None) -> str | None:
+    """Add ``key`` to the record's ``touched``; the ETag after, or ``None``: read it again.
+
+    This process's puts write one at a time, each on the record as the last
+    left it (no conditional write of theirs loses to another's), and each
+    write names every key queued before it (one write for many puts): a put
+    whose key a write queued after it named is done.
+    """
+    with engine._touch_queue_lock:
+        engine._touch_queue.add(key)
+        ticket = engine._touch_round
+    with engine._touching:
+        last_etag, last_keys, last_round = engine._touched_last
+        if last_round > ticket and key in last_keys:
+            return last_etag  # named by a write that began after this put queued its key
+        if last_etag is not None and last_etag != etag:
+            found, etag = read(engine)  # another put of this process wrote since
+            engine._touched_last = (etag, frozenset(), last_round)
+            if found is None or not _undecided(engine, key, found):
+                return None  # the caller reads it again, and decides
+            record = found
+        with engine._touch_queue_lock:
+            keys = frozenset(engine._touch_queue)
+            engine._touch_round += 1
+            this_round = engine._touch_round
+        touched = list(record.get("touched", ()))
+        new = sorted(keys - set(touched))
+        written = write(engine, dict(record, touched=[*touched, *new]), etag)
+        if written is None:
+            engine._touched_last = (None, frozenset(), this_round)
+            return None
+        with engine._touch_queue_lock:
+            engine._touch_queue.difference_update(keys)
+        engine._touched_last = (written, keys, this_round)
+        return written
 
 
 def guard(
@@ -321,8 +459,9 @@ def guard(
     restored = False
     for _ in range(_RESTORES):
         record, etag = read(engine)
-        if etag == before and not live(record):
-            return "restored" if restored else "there"
+        doomed = record is not None and key in record.get("deleting", ())
+        if etag == before and not doomed and not _left(engine, record):
+            return "restored" if restored else "there"  # no write between, no live sweep
         before = _settled(engine, key, record, etag)
         if engine._head(key) is not None:
             return "restored" if restored else "there"

@@ -141,7 +141,9 @@ class SweepReport:
     #: period (an upload the app may not have recorded yet), or during the sweep.
     young: int = 0
     #: Files not at a content address of this store, never touched by a sweep
-    #: (misplaced files, another layout's, anything else in the root).
+    #: (misplaced files, another layout's, anything else in the root); on S3
+    #: also objects the server listed after a larger key (SeaweedFS lists folder
+    #: by folder), left for the next sweep.
     skipped: int = 0
     #: Shard folders removed because the sweep emptied them (object stores have none).
     folders: int = 0

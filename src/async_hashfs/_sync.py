@@ -182,6 +182,9 @@ class SyncHashFS(BaseHashFS):
                 ``ValueError`` naming it); nothing was removed.
             ValueError: ``older_than`` is not a number of seconds >= 0.
             TypeError: ``keep`` is not an iterable of ids.
+            SweepRunning: (S3) another sweep of the store is running, or this
+                one lost its record (its lease lapsed, or someone removed or
+                changed ``.hashfs-tmp/sweep.json``); a ``RuntimeError``.
         """
         ids, grace = self._begin_sweep(older_than)
         cutoff = self._sweep_cutoff(grace)
