@@ -31,6 +31,7 @@ writer thread asks the loop to release what it wrote, it never touches them).
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
@@ -186,9 +187,11 @@ def _loop_caller() -> Callable[[Callable[[], object]], object]:
     try:
         return asyncio.get_running_loop().call_soon_threadsafe
     except RuntimeError:  # not asyncio: anyio's other backend
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
+        # Imported by name: trio is optional, and not installed where types are checked.
+        trio = importlib.import_module("trio")
+        caller: Callable[[Callable[[], object]], object]
+        caller = trio.lowlevel.current_trio_token().run_sync_soon
+        return caller
 
 
 async def pump(
