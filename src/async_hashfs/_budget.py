@@ -238,7 +238,7 @@ async def pump(
     idle = False
     wake = anyio.Event()
     written = anyio.Event()
-    failures: list[Exception] = []
+    failures: list[BaseException] = []
     call_soon = _loop_caller()
 
     def settle() -> None:
@@ -246,9 +246,10 @@ async def pump(
         # for), so it makes no Event: the pump makes ``written`` before it waits.
         nonlocal settle_due, settled, unwritten
         settle_due = False
-        size = done - settled
+        now = done  # read once: the hop's thread may add to it meanwhile
+        size = now - settled
         if size:
-            settled = done
+            settled = now
             unwritten -= size
             budget.release(size)
             written.set()
@@ -343,12 +344,18 @@ async def pump(
                     while unwritten >= PER_PUT:  # this put's own writer frees it
                         written = anyio.Event()
                         await written.wait()
-            except Exception as exc:
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # KeyboardInterrupt too: raised as itself below
                 failures.append(exc)
                 group.cancel_scope.cancel()
             finally:
                 if charged is None:
-                    await close_async_source(src)
+                    # Shielded when this pump cancelled its own task group: the
+                    # source's cleanup (closing a response, a cursor) must run
+                    # to its end, not be cut short by our cancel.
+                    with anyio.CancelScope(shield=bool(failures)):
+                        await close_async_source(src)
             finished = True
             if idle:
                 idle = False

@@ -1476,21 +1476,25 @@ class Engine:
         with root, contextlib.suppress(OSError), self._temp_folder(make=True) as temp:
             fd = temp.leaf.open(name, flags, 0o600)
             try:
-                first = stamp = os.fstat(fd).st_mtime_ns
+                info = os.fstat(fd)
+                first = info.st_mtime_ns
                 deadline = time.monotonic() + _CLOCK_PATIENCE
-                while stamp == first and time.monotonic() < deadline:
+                while info.st_mtime_ns == first and time.monotonic() < deadline:
                     time.sleep(_CLOCK_STEP)
                     if os.utime in os.supports_fd:
                         os.utime(fd)
                     else:
                         os.utime(temp.leaf.join(name))
-                    stamp = os.fstat(fd).st_mtime_ns
+                    info = os.fstat(fd)
             finally:
                 os.close(fd)
                 with contextlib.suppress(OSError):
                     temp.leaf.unlink(name)
                 temp.remove_empty()
-            return stamp / 1e9
+            # st_mtime, not st_mtime_ns / 1e9: the sweep compares each file's
+            # st_mtime, and the two round differently; a file stamped in the
+            # probe's tick must compare equal to it, not older.
+            return info.st_mtime
         return None
 
     @staticmethod
