@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -102,14 +104,37 @@ def test_bad_value_is_refused_at_init_app(
 
 
 @EXTENSIONS
-def test_depth_times_width_must_leave_a_file_name(
+def test_depth_times_width_must_fit_in_the_id(
     root: Path, framework: type[Any], extension: Any
 ) -> None:
-    app = new_app(framework, root, HASHFS_DEPTH=32, HASHFS_WIDTH=2)
-    message = re.escape('"HASHFS_DEPTH" times "HASHFS_WIDTH" must be less than 64')
+    app = new_app(framework, root, HASHFS_DEPTH=33, HASHFS_WIDTH=2)
+    message = re.escape('"HASHFS_DEPTH" times "HASHFS_WIDTH" must be at most 64')
     with pytest.raises(ValueError, match=message):
         extension(app)
     extension(new_app(framework, root, HASHFS_DEPTH=31, HASHFS_WIDTH=2))
+
+
+@EXTENSIONS
+def test_a_layout_whose_folders_use_up_the_id_is_served(
+    root: Path, framework: type[Any], extension: Any
+) -> None:
+    # HashFS 0.7.2 writes such a store: 31 folders, the id's last 2 characters the name.
+    hashfs = pytest.importorskip("hashfs")
+    address = hashfs.HashFS(str(root), depth=32, width=2).put(io.BytesIO(b"filled"), "txt")
+    app = new_app(framework, root, HASHFS_DEPTH=32, HASHFS_WIDTH=2, HASHFS_SERVE=True)
+    extension(app)
+    url = "/files/" + address.relpath.replace(os.sep, "/")
+
+    if framework is Flask:
+        response = app.test_client().get(url)
+        assert (response.status_code, response.data) == (200, b"filled")
+        return
+
+    async def serve() -> tuple[int, bytes]:
+        response = await app.test_client().get(url)
+        return response.status_code, await response.get_data()
+
+    assert anyio.run(serve) == (200, b"filled")
 
 
 @EXTENSIONS

@@ -265,10 +265,11 @@ class Settings:
         algorithm, digest_length = _algorithm(config)
         depth = _integer(config, "HASHFS_DEPTH", 0, "an int, 0 or more (shard folders)")
         width = _integer(config, "HASHFS_WIDTH", 0, "an int, 0 or more (characters per folder)")
-        if depth * width >= digest_length:
+        # Equal is a layout HashFS writes (the id's last part is the file name).
+        if depth * width > digest_length:
             raise ValueError(
                 'Invalid configuration value: "HASHFS_DEPTH" times "HASHFS_WIDTH" must be '
-                f"less than {digest_length}, the length of a {algorithm} id, not "
+                f"at most {digest_length}, the length of a {algorithm} id, not "
                 f"{depth} * {width}"
             )
         max_size = None
