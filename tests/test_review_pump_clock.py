@@ -153,6 +153,11 @@ class _RecordingBudget(UploadBudget):
         super().release(size)
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="on 3.10 a trace function writes its frame's snapshot of closure cells back after "
+    "each call (PyFrame_LocalsToFast), which itself reverts the count the hop's thread raised",
+)
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
 async def test_settle_releases_what_the_thread_wrote_between_its_reads(
