@@ -34,7 +34,7 @@ from ._http import CONDITIONAL_HEADERS, SERVE_CHUNK, prepare
 from ._presence import witness
 from ._store import AsyncBinaryFile, AsyncFileOpener, AsyncHashFS, AsyncTextFile
 from ._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
-from ._tus import Blocking, FeedBody, TusResponse, TusStep
+from ._tus import NO_BODY_LIMIT, Blocking, FeedBody, TusResponse, TusStep
 from ._web import MultipartParser, Uploads, UploadSink, web_errors
 
 __all__ = ["BoundedBody", "QuartHashFS"]
@@ -344,8 +344,7 @@ class QuartHashFS(ExtensionBase):
                     return await self.store._run(step.func, *step.args)
             return await self.store._run(step.func, *step.args)
         if isinstance(step, FeedBody):
-            # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
-            request.max_content_length = _NO_BODY_LIMIT
+            request.max_content_length = NO_BODY_LIMIT
             idle = self._state.settings.tus_idle_timeout
             body = request.body if idle is None else _idle_bounded(request.body, idle)
             await self.store._pump(body, step.transfer.write)
@@ -368,10 +367,6 @@ async def _idle_bounded(body: Any, idle: float) -> AsyncIterator[bytes]:
             except StopAsyncIteration:
                 return
         yield chunk
-
-
-#: Bodies sent to the tus endpoint are bounded by each upload's length instead.
-_NO_BODY_LIMIT = 1 << 62
 
 
 def _tus_response(response: TusResponse) -> Response:

@@ -60,6 +60,7 @@ __all__ = [
     "DUPLICATE_HEADER",
     "EXTENSIONS",
     "ID_HEADER",
+    "NO_BODY_LIMIT",
     "RELPATH_HEADER",
     "TUS_VERSION",
     "URL_HEADER",
@@ -779,9 +780,18 @@ class CallHook:
 
 @dataclass(frozen=True)
 class FeedBody:
-    """Step: feed the request body to ``transfer.write`` in chunks, to its end; give back None."""
+    """Step: feed the request body to ``transfer.write`` in chunks, to its end; give back None.
+
+    The framework's own body limit (``MAX_CONTENT_LENGTH``) is lifted to
+    :data:`NO_BODY_LIMIT` first: the upload's length and the store's
+    ``max_size`` bound the body, checked as it arrives.
+    """
 
     transfer: Transfer
+
+
+#: The body limit a :class:`FeedBody` step sets on the request (none, in effect).
+NO_BODY_LIMIT = 1 << 62
 
 
 #: What :class:`TusExchange` asks the extension to do next.

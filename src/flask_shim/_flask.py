@@ -22,7 +22,7 @@ from async_hashfs._exceptions import CorruptFile
 from async_hashfs._http import CONDITIONAL_HEADERS, SERVE_CHUNK, FileRange, prepare
 from async_hashfs._sweep import DEFAULT_GRACE, RemovedCallback, SweepReport
 from async_hashfs._sync import SyncHashFS
-from async_hashfs._tus import Blocking, FeedBody, TusResponse, TusStep
+from async_hashfs._tus import NO_BODY_LIMIT, Blocking, FeedBody, TusResponse, TusStep
 from async_hashfs._web import (
     BodyTooLarge,
     ChunkedBodyUnsupported,
@@ -256,16 +256,11 @@ class FlaskHashFS(ExtensionBase):
         if isinstance(step, Blocking):
             return step.func(*step.args)
         if isinstance(step, FeedBody):
-            # The upload's length and the store's max_size bound it, not MAX_CONTENT_LENGTH.
-            request.max_content_length = _NO_BODY_LIMIT
+            request.max_content_length = NO_BODY_LIMIT
             for chunk in request_body():
                 step.transfer.write((chunk,))
             return None
         return step.hook(*step.args)
-
-
-#: Bodies sent to the tus endpoint are bounded by each upload's length instead.
-_NO_BODY_LIMIT = 1 << 62
 
 
 def _tus_response(response: TusResponse) -> Response:
