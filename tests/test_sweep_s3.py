@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -85,13 +85,12 @@ def fs(s3_server: Any) -> SyncHashFS:
     return new_fs(s3_server)
 
 
-def hold_listing(
+def relist(
     monkeypatch: pytest.MonkeyPatch,
     fs: SyncHashFS | AsyncHashFS,
-    gate: Callable[[], None],
-    page: int = 0,
+    repage: Callable[[Iterable[Any]], Iterator[Any]],
 ) -> None:
-    """The sweep's listing calls ``gate()`` after each page (of ``page`` objects, if given)."""
+    """The sweep's listing of ``fs`` (whole store) comes as ``repage`` makes the server's pages."""
     real = obstore.list
     store = fs._engine.store  # type: ignore[attr-defined]
 
@@ -99,18 +98,28 @@ def hold_listing(
         pages = real(target, *args, **kwargs)
         if target is not store or kwargs.get("prefix") is not None:
             return pages
-
-        def held() -> Iterator[Any]:
-            for batch in pages:
-                batch = list(batch)
-                size = page or len(batch) or 1
-                for start in range(0, len(batch), size):
-                    gate()
-                    yield batch[start : start + size]
-
-        return held()
+        return repage(pages)
 
     monkeypatch.setattr(obstore, "list", listing)
+
+
+def hold_listing(
+    monkeypatch: pytest.MonkeyPatch,
+    fs: SyncHashFS | AsyncHashFS,
+    gate: Callable[[], None],
+    page: int = 0,
+) -> None:
+    """The sweep's listing calls ``gate()`` after each page (of ``page`` objects, if given)."""
+
+    def held(pages: Iterable[Any]) -> Iterator[Any]:
+        for batch in pages:
+            batch = list(batch)
+            size = page or len(batch) or 1
+            for start in range(0, len(batch), size):
+                gate()
+                yield batch[start : start + size]
+
+    relist(monkeypatch, fs, held)
 
 
 def hold_delete(

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ import obstore
 
 from async_hashfs import SyncHashFS
 
-from .test_sweep_s3 import WAIT, Gate, Running, hold_put, new_fs, stored
+from .test_sweep_s3 import WAIT, Gate, Running, hold_listing, hold_put, new_fs, relist, stored
 
 
 @pytest.fixture
@@ -41,23 +41,14 @@ def pages_of_one(
     The listing itself is the server's: only the page size changes (SeaweedFS
     answers a page of 1000 in the same order).
     """
-    real = obstore.list
-    store = fs._engine.store  # type: ignore[attr-defined]
 
-    def listing(target: Any, *args: Any, **kwargs: Any) -> Any:
-        pages = real(target, *args, **kwargs)
-        if target is not store or kwargs.get("prefix") is not None:
-            return pages
+    def one_by_one(pages: Iterable[Any]) -> Iterator[Any]:
+        for batch in pages:
+            for meta in list(batch):
+                before(str(meta["path"]))
+                yield [meta]
 
-        def one_by_one() -> Iterator[Any]:
-            for batch in pages:
-                for meta in list(batch):
-                    before(str(meta["path"]))
-                    yield [meta]
-
-        return one_by_one()
-
-    monkeypatch.setattr(obstore, "list", listing)
+    relist(monkeypatch, fs, one_by_one)
 
 
 def test_a_key_listed_after_a_bytewise_larger_one_is_not_lost(
@@ -311,8 +302,6 @@ def test_puts_of_one_process_never_lose_a_record_write_to_each_other(
     from concurrent.futures import ThreadPoolExecutor
 
     from async_hashfs import _s3_sweep
-
-    from .test_sweep_s3 import hold_listing
 
     fs.put(b"listed on the first page")
     monkeypatch.setattr(_s3_sweep.SweepLease, "_renew", lambda self: None)  # no writes but puts'
