@@ -65,6 +65,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
+from . import _s3_sweep
 from ._address import HashAddress
 from ._engine import (
     CHUNK_SIZE,
@@ -82,8 +83,7 @@ from ._s3_sweep import (
     RECORD_KEY,
     SWEEP_LEASE,
     SweepLease,
-    guard,
-    mark,
+    SweepWatch,
 )
 from ._sweep import KeepSet, RemovedCallback, SweepReport
 from ._tus_local import TUS_DIRNAME
@@ -316,7 +316,7 @@ class S3Writer:
         relpath = engine.layout.relpath(id, extension)
         key = _key(relpath)
         try:
-            before = engine._sweep_mark()
+            before = _s3_sweep.mark(engine)
             if self._spool is None:
                 data = b"".join(self._buffer)
 
@@ -330,7 +330,7 @@ class S3Writer:
                     return engine._commit_file(key, fd, size)
 
             is_duplicate = engine._store_fresh(key, self.size, store)
-            if engine._guard_put(key, before, store) == "restored":
+            if _s3_sweep.guard(engine, key, before, store) == "restored":
                 is_duplicate = False
         finally:
             self.abort()
@@ -567,19 +567,8 @@ class S3Engine:
         self._presigned: dict[tuple[str, ...], tuple[str, float]] = {}
         self._verified: dict[str, str] = {}
         self._partials: S3PartialStore | None = None
-        #: The sweep record's ETag this process saw last (``(None,)``: no record), or ``None``.
-        self._sweep_seen: tuple[str | None] | None = None
-        #: A running sweep's beat this process saw first, and when (monotonic).
-        self._sweep_beat: tuple[str, float] | None = None
-        #: Held by a put while it adds keys to the record's ``touched``; the
-        #: record's ETag the last of them wrote or read, the keys it wrote, its round.
-        self._touching = threading.Lock()
-        self._touched_last: tuple[str | None, frozenset[str], int] = (None, frozenset(), 0)
-        #: Keys of puts waiting to be named in ``touched`` (one write names them all),
-        #: and how many writes took their keys from it.
-        self._touch_queue: set[str] = set()
-        self._touch_round = 0
-        self._touch_queue_lock = threading.Lock()
+        #: What this engine's puts keep of the sweep record between them.
+        self._sweep_watch = SweepWatch()
 
     # -- clients, made on first use (botocore reads files and JSON models) -----
 
@@ -1204,16 +1193,6 @@ class S3Engine:
     def _waiting(self, key: str) -> None:
         """Nothing: called each time a put waits for the batch being deleted, which holds
         ``key`` (tests hold the put there)."""
-
-    def _sweep_mark(self) -> str | None:
-        """An ETag the sweep record had before a put's last step (see ``_s3_sweep.mark``)."""
-        return mark(self)
-
-    def _guard_put(
-        self, key: str, before: str | None, restore: Callable[[], object] | None
-    ) -> Literal["there", "restored", "gone"]:
-        """Return once no running sweep can take the object just stored at ``key``."""
-        return guard(self, key, before, restore)
 
     def _store_fresh(self, key: str, size: int, store: Callable[[], bool]) -> bool:
         """``store()`` the object at ``key``, making a duplicate look new; whether it was one.

@@ -88,6 +88,7 @@ __all__ = [
     "RECORD_KEY",
     "SWEEP_LEASE",
     "SweepLease",
+    "SweepWatch",
     "guard",
     "mark",
 ]
@@ -112,6 +113,41 @@ Outcome = Literal["there", "restored", "gone"]
 Record = dict[str, Any]
 
 
+class SweepWatch:
+    """What the puts of one engine keep of the record between them (one per ``S3Engine``).
+
+    Fields, each with what guards it:
+
+    - ``seen``: the record's ETag this process read or wrote last
+      (``(None,)``: there was no record), ``None`` before the first look; what
+      :func:`mark` returns. No lock: one assignment of a tuple, and any ETag
+      the record had at some moment serves :func:`mark` (a late write of an
+      older one makes a put read the record again, never skip a look);
+    - ``beat``: the beat of a running sweep this process saw first, and when
+      (its monotonic clock), for :func:`_left`. No lock: a race at worst
+      starts the count again, later (never earlier);
+    - ``touching``: held by a put while it adds keys to the record's
+      ``touched`` (:func:`_touch`), so this process's writes of it go one at
+      a time; it guards ``touched_last``: the record's ETag the last of them
+      wrote or read, the keys it wrote, and its round;
+    - ``queue``: keys of puts waiting to be named in ``touched`` (one write
+      names them all), and ``round``: how many writes took their keys from
+      it; both guarded by ``queue_lock``, taken alone or inside ``touching``
+      (never the other way round).
+    """
+
+    __slots__ = ("beat", "queue", "queue_lock", "round", "seen", "touched_last", "touching")
+
+    def __init__(self) -> None:
+        self.seen: tuple[str | None] | None = None
+        self.beat: tuple[str, float] | None = None
+        self.touching = threading.Lock()
+        self.touched_last: tuple[str | None, frozenset[str], int] = (None, frozenset(), 0)
+        self.queue: set[str] = set()
+        self.round = 0
+        self.queue_lock = threading.Lock()
+
+
 def read(engine: S3Engine) -> tuple[Record | None, str | None]:
     """The record and its ETag, or ``(None, None)`` when no sweep ever ran here.
 
@@ -122,10 +158,10 @@ def read(engine: S3Engine) -> tuple[Record | None, str | None]:
         result = obstore.get(engine.store, RECORD_KEY)
         data = bytes(result.bytes())
     except (FileNotFoundError, NotFoundError):
-        engine._sweep_seen = (None,)
+        engine._sweep_watch.seen = (None,)
         return None, None
     etag = str(result.meta["e_tag"])
-    engine._sweep_seen = (etag,)
+    engine._sweep_watch.seen = (etag,)
     try:
         record = json.loads(data)
     except ValueError:
@@ -144,12 +180,12 @@ def mark(engine: S3Engine) -> str | None:
     same ETag after that step means no write came between. While no sweep
     runs the record does not change, and a put costs one GET (:func:`guard`).
     """
-    seen = engine._sweep_seen
+    seen = engine._sweep_watch.seen
     if seen is not None:
         return seen[0]
     meta = engine._head(RECORD_KEY)
     etag = None if meta is None else str(meta.get("e_tag"))
-    engine._sweep_seen = (etag,)
+    engine._sweep_watch.seen = (etag,)
     return etag
 
 
@@ -179,7 +215,7 @@ def write(engine: S3Engine, record: Record, etag: str | None) -> str | None:
             return found_etag
         return None
     etag = str(result["e_tag"])
-    engine._sweep_seen = (etag,)
+    engine._sweep_watch.seen = (etag,)
     return etag
 
 
@@ -221,9 +257,10 @@ def _left(engine: S3Engine, record: Record | None) -> float:
         return 0.0
     beat = f"{record.get('owner')}/{record.get('beat')}/{record.get('until')}"
     now = time.monotonic()
-    seen = engine._sweep_beat
+    watch = engine._sweep_watch
+    seen = watch.beat
     if seen is None or seen[0] != beat:
-        engine._sweep_beat = seen = (beat, now)
+        watch.beat = seen = (beat, now)
     return max(0.0, seen[1] + lease_of(record) - now)
 
 
@@ -388,9 +425,8 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
             wait = min(wait * 2, _WAIT_MOST)
             record, etag = read(engine)
             continue
-        touched = list(record.get("touched", ()))
-        if key <= str(record.get("listed_upto", "")) or key in touched:
-            return etag
+        if not _takeable(key, record):
+            return etag  # its page decided, or already in ``touched``
         written = _touch(engine, key, record, etag)
         if written is not None:
             return written
@@ -399,9 +435,17 @@ def _settled(engine: S3Engine, key: str, record: Record | None, etag: str | None
 
 def _undecided(engine: S3Engine, key: str, record: Record) -> bool:
     """Whether a running sweep may still take ``key`` in a page it has not decided."""
+    return bool(_left(engine, record)) and _takeable(key, record)
+
+
+def _takeable(key: str, record: Record) -> bool:
+    """Whether the sweep of ``record``, if it runs, may still take ``key``.
+
+    Not in the batch being deleted, past ``listed_upto`` (its page not
+    decided yet), not in ``touched``.
+    """
     return (
-        bool(_left(engine, record))
-        and key not in record.get("deleting", ())
+        key not in record.get("deleting", ())
         and key > str(record.get("listed_upto", ""))
         and key not in record.get("touched", ())
     )
@@ -415,32 +459,33 @@ def _touch(engine: S3Engine, key: str, record: Record, etag: str | None) -> str 
     write names every key queued before it (one write for many puts): a put
     whose key a write queued after it named is done.
     """
-    with engine._touch_queue_lock:
-        engine._touch_queue.add(key)
-        ticket = engine._touch_round
-    with engine._touching:
-        last_etag, last_keys, last_round = engine._touched_last
+    watch = engine._sweep_watch
+    with watch.queue_lock:
+        watch.queue.add(key)
+        ticket = watch.round
+    with watch.touching:
+        last_etag, last_keys, last_round = watch.touched_last
         if last_round > ticket and key in last_keys:
             return last_etag  # named by a write that began after this put queued its key
         if last_etag is not None and last_etag != etag:
             found, etag = read(engine)  # another put of this process wrote since
-            engine._touched_last = (etag, frozenset(), last_round)
+            watch.touched_last = (etag, frozenset(), last_round)
             if found is None or not _undecided(engine, key, found):
                 return None  # the caller reads it again, and decides
             record = found
-        with engine._touch_queue_lock:
-            keys = frozenset(engine._touch_queue)
-            engine._touch_round += 1
-            this_round = engine._touch_round
+        with watch.queue_lock:
+            keys = frozenset(watch.queue)
+            watch.round += 1
+            this_round = watch.round
         touched = list(record.get("touched", ()))
         new = sorted(keys - set(touched))
         written = write(engine, dict(record, touched=[*touched, *new]), etag)
         if written is None:
-            engine._touched_last = (None, frozenset(), this_round)
+            watch.touched_last = (None, frozenset(), this_round)
             return None
-        with engine._touch_queue_lock:
-            engine._touch_queue.difference_update(keys)
-        engine._touched_last = (written, keys, this_round)
+        with watch.queue_lock:
+            watch.queue.difference_update(keys)
+        watch.touched_last = (written, keys, this_round)
         return written
 
 

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import obstore
 from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
 
+from . import _s3_sweep
 from ._address import HashAddress
 from ._engine import CHUNK_SIZE
 from ._s3 import (
@@ -534,7 +535,7 @@ class S3PartialStore:
                 f"upload {upload_id!r} is not complete: {size} of {record.get('length')} bytes"
             )
         engine = self.engine
-        before = engine._sweep_mark()  # before the last step, for the sweep guard
+        before = _s3_sweep.mark(engine)  # before the last step, for the sweep guard
         if record["upload"] is None:
             # Never filled a part: at most one part's bytes, put as a small put is.
             data = b"".join(
@@ -580,7 +581,7 @@ class S3PartialStore:
                     relpath = engine.layout.relpath(id, extension)
                     key = _key(relpath)
                 is_duplicate = engine._store_fresh(key, size, store)
-        if engine._guard_put(key, before, store) == "restored":
+        if _s3_sweep.guard(engine, key, before, store) == "restored":
             is_duplicate = False
         record = held.record
         self._forget_hash(upload_id)
@@ -625,11 +626,11 @@ class S3PartialStore:
         """
         engine = self.engine
         key = _key(address.relpath)
-        before = engine._sweep_mark()
+        before = _s3_sweep.mark(engine)
         meta = engine._head(key)
         if meta is None or not engine._refresh_duplicate(key, int(meta["size"])):
             return False
-        return engine._guard_put(key, before, None) == "there"
+        return _s3_sweep.guard(engine, key, before, None) == "there"
 
     def hook_done(self, upload_id: str) -> None:
         """Clear the finished upload's ``hook_pending`` (see ``PartialStore.hook_done``).
