@@ -46,6 +46,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from types import ModuleType
 from typing import IO, Any, Literal
 
@@ -70,6 +71,14 @@ logger = logging.getLogger("async_hashfs")
 
 #: Read size for files and the unit of work between cancellation checks.
 CHUNK_SIZE = 1 << 20
+#: A writer hashes ``bytes`` chunks of at least LAG_CHUNK bytes in a thread of its
+#: own, one write behind, once LAG_FROM bytes are written (a smaller file is not
+#: worth the thread): see :class:`BlobWriter`.
+LAG_CHUNK = 256 << 10
+LAG_FROM = 4 << 20
+#: While chunks come slower than they are hashed, one in this many still goes
+#: to the writer's hashing thread, to see whether that changed.
+_PROBE_EVERY = 8
 _TEMP_SUFFIX = ".tmp"
 #: In the temp name of a file a sweep took: ``<pid>-sweep-<token>-<n>-<relpath>.tmp``,
 #: the relpath's separators as ``_SWEPT_SEP`` (in no shard, id or extension).
@@ -322,19 +331,93 @@ class GCReport:
     partial_bytes: int = 0
 
 
+class _Hasher:
+    """A thread of one writer's own that hashes what the writer has written, one write behind.
+
+    While it hashes a large chunk, the writer's thread writes the next one:
+    on a fast disk hashing is most of a large put, and the two overlap.
+    Jobs run in the order given, one at a time (the writer waits for each
+    before it gives the next), so the digest is the one a single pass makes.
+    """
+
+    __slots__ = ("_done", "_failure", "_hash", "_jobs", "_pending", "_thread")
+
+    def __init__(self, digest: Any) -> None:
+        self._hash = digest
+        self._jobs: SimpleQueue[bytes | None] = SimpleQueue()
+        self._done = threading.Semaphore(0)
+        self._pending = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hashfs-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._jobs.get()) is not None:
+            try:
+                if self._failure is None:
+                    self._hash.update(data)
+            except BaseException as exc:  # MemoryError: the writer raises it
+                self._failure = exc
+            finally:
+                self._done.release()
+
+    def hash(self, data: bytes) -> None:
+        """Start hashing ``data`` (bytes: nobody can change them meanwhile)."""
+        self._jobs.put(data)
+        self._pending = True
+
+    def wait(self) -> bool:
+        """Return once everything given is hashed: whether the last job was still running.
+
+        Raises:
+            BaseException: what hashing raised.
+        """
+        running = False
+        if self._pending:
+            running = not self._done.acquire(blocking=False)
+            if running:
+                self._done.acquire()
+            self._pending = False
+        if self._failure is not None:
+            raise self._failure
+        return running
+
+    def stop(self) -> None:
+        """Wait for the last job and end the thread (quietly: the writer is done either way)."""
+        if self._pending:
+            self._done.acquire()
+            self._pending = False
+        self._jobs.put(None)
+        self._thread.join()
+
+
 class BlobWriter:
     """One file on its way into the store.
 
     Write bytes with :meth:`write`, then :meth:`commit` it under its hash, or
     :meth:`abort`. Used as a context manager it aborts unless committed, so
     any exception leaves no temp file behind.
+
+    Past :data:`LAG_FROM` bytes (unless made with ``overlap=False``), while
+    chunks come faster than they can be hashed, a ``bytes`` chunk of at least
+    :data:`LAG_CHUNK` bytes is hashed by a thread of the writer's own while the
+    next one is written (:class:`_Hasher`). Where chunks come slower (read off
+    the network), hashing here costs no time and a second busy thread would
+    only take the GIL from the event loop: then only every
+    :data:`_PROBE_EVERY` th chunk goes to that thread, to find out whether the
+    source got ahead. Other chunks (a buffer the caller
+    refills) are hashed before :meth:`write` returns.
     """
 
-    __slots__ = ("_engine", "_fd", "_hash", "_name", "size")
+    __slots__ = ("_engine", "_fd", "_hash", "_hasher", "_inline", "_name", "size")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, overlap: bool = True) -> None:
         self._engine = engine
         self._hash = hashlib.new(engine.layout.algorithm)
+        self._hasher: _Hasher | None = None
+        #: Large chunks hashed here since the last one given to ``_hasher``
+        #: (the first chunk past LAG_FROM goes to it); None: never overlap.
+        self._inline: int | None = _PROBE_EVERY if overlap else None
         self.size = 0
         # ``_name`` (in the temp folder) is None for a temp file without one (O_TMPFILE).
         self._fd, self._name = engine._create_temp()
@@ -345,10 +428,29 @@ class BlobWriter:
         Raises:
             FileTooLarge: when the file would grow past the store's ``max_size``.
         """
-        size = self.size + memoryview(data).nbytes
+        nbytes = memoryview(data).nbytes
+        size = self.size + nbytes
         max_size = self._engine.max_size
         if max_size is not None and size > max_size:
             raise FileTooLarge(max_size)
+        hasher = self._hasher
+        if nbytes >= LAG_CHUNK and data.__class__ is bytes and self._inline is not None:
+            if hasher is None and self.size >= LAG_FROM:
+                hasher = self._hasher = _Hasher(self._hash)
+            if hasher is not None:
+                _write_all(self._fd, data)
+                # The chunk before is hashed first (in order). Still running:
+                # this chunk came before the last was hashed, so overlap them.
+                if hasher.wait() or self._inline >= _PROBE_EVERY:
+                    self._inline = 0
+                    hasher.hash(data)
+                else:
+                    self._inline += 1
+                    self._hash.update(data)
+                self.size = size
+                return
+        if hasher is not None:
+            hasher.wait()
         self._hash.update(data)
         _write_all(self._fd, data)
         self.size = size
@@ -387,6 +489,12 @@ class BlobWriter:
             OSError: the disk failed.
         """
         engine = self._engine
+        hasher, self._hasher = self._hasher, None
+        if hasher is not None:
+            try:
+                hasher.wait()
+            finally:
+                hasher.stop()
         id = self._hash.hexdigest()
         relpath = engine.layout.relpath(id, extension)
         try:
@@ -427,6 +535,9 @@ class BlobWriter:
 
     def abort(self) -> None:
         """Close and remove the temp file; safe to call more than once."""
+        hasher, self._hasher = self._hasher, None
+        if hasher is not None:
+            hasher.stop()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -467,9 +578,13 @@ class Engine:
 
     # -- writing ---------------------------------------------------------
 
-    def writer(self) -> BlobWriter:
-        """Start a new temp file (nameless where the OS allows it)."""
-        return BlobWriter(self)
+    def writer(self, *, overlap: bool = True) -> BlobWriter:
+        """Start a new temp file (nameless where the OS allows it).
+
+        ``overlap=False``: never hash in a second thread (the caller's source
+        is read by a busy event loop, see :class:`BlobWriter`).
+        """
+        return BlobWriter(self, overlap=overlap)
 
     def put(
         self,

@@ -673,7 +673,8 @@ class S3Engine:
 
     # -- writing ---------------------------------------------------------
 
-    def writer(self) -> S3Writer:
+    def writer(self, *, overlap: bool = True) -> S3Writer:
+        """Start a new object (``overlap``: accepted as :meth:`Engine.writer` does; unused)."""
         return S3Writer(self)
 
     # The same single pass as on a file system, through this engine's writer.

@@ -21,6 +21,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import anyio
@@ -270,7 +271,10 @@ class AsyncHashFS(BaseHashFS):
             return self._engine.put(chunks, extension, checkpoint=from_thread.check_cancelled)
 
     async def _put_stream(self, src: object, extension: str) -> HashAddress:
-        writer = await self._run(self._engine.writer)
+        # A request body is read by the event loop, slower than one thread hashes
+        # it: a second hashing thread would only compete with the loop for the GIL.
+        overlap = not isinstance(src, ChargedSource)
+        writer = await self._run(partial(self._engine.writer, overlap=overlap))
         try:
             await self._pump(src, writer.writelines, self._engine.max_size)
             return await self._run(writer.commit, extension)

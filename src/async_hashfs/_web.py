@@ -504,7 +504,7 @@ class UploadSink:
             self._part = event
             self._field = []
             if event.filename:  # an empty filename is a file input left empty
-                self._writer = self._engine.writer()
+                self._writer = self._engine.writer(overlap=False)  # a request body
             return
         part = self._part
         assert part is not None
