@@ -76,8 +76,10 @@ CHUNK_SIZE = 1 << 20
 #: worth the thread): see :class:`BlobWriter`.
 LAG_CHUNK = 256 << 10
 LAG_FROM = 4 << 20
-#: While chunks come slower than they are hashed, one in this many still goes
-#: to the writer's hashing thread, to see whether that changed.
+#: A writer whose hashing thread was found done with its last chunk this many
+#: times in a row hashes in its own thread instead (chunks come slower than
+#: they are hashed), but for one chunk in _PROBE_EVERY, to see whether that changed.
+_IDLE_SEEN = 2
 _PROBE_EVERY = 8
 _TEMP_SUFFIX = ".tmp"
 #: In the temp name of a file a sweep took: ``<pid>-sweep-<token>-<n>-<relpath>.tmp``,
@@ -361,6 +363,11 @@ class _Hasher:
             finally:
                 self._done.release()
 
+    @property
+    def pending(self) -> bool:
+        """Whether a job was given since the last :meth:`wait`."""
+        return self._pending
+
     def hash(self, data: bytes) -> None:
         """Start hashing ``data`` (bytes: nobody can change them meanwhile)."""
         self._jobs.put(data)
@@ -403,21 +410,23 @@ class BlobWriter:
     :data:`LAG_CHUNK` bytes is hashed by a thread of the writer's own while the
     next one is written (:class:`_Hasher`). Where chunks come slower (read off
     the network), hashing here costs no time and a second busy thread would
-    only take the GIL from the event loop: then only every
-    :data:`_PROBE_EVERY` th chunk goes to that thread, to find out whether the
-    source got ahead. Other chunks (a buffer the caller
+    only take the GIL from the event loop: once the thread is found idle
+    :data:`_IDLE_SEEN` times in a row, only every :data:`_PROBE_EVERY` th
+    chunk goes to it, to find out whether the source got ahead. Other chunks (a buffer the caller
     refills) are hashed before :meth:`write` returns.
     """
 
-    __slots__ = ("_engine", "_fd", "_hash", "_hasher", "_inline", "_name", "size")
+    __slots__ = ("_engine", "_fd", "_hash", "_hasher", "_idle", "_inline", "_name", "size")
 
     def __init__(self, engine: Engine, *, overlap: bool = True) -> None:
         self._engine = engine
         self._hash = hashlib.new(engine.layout.algorithm)
         self._hasher: _Hasher | None = None
-        #: Large chunks hashed here since the last one given to ``_hasher``
-        #: (the first chunk past LAG_FROM goes to it); None: never overlap.
-        self._inline: int | None = _PROBE_EVERY if overlap else None
+        #: How many times in a row ``_hasher`` was found done with its last
+        #: chunk when the next came; None: never overlap.
+        self._idle: int | None = 0 if overlap else None
+        #: Large chunks hashed here since the last one given to ``_hasher``.
+        self._inline = 0
         self.size = 0
         # ``_name`` (in the temp folder) is None for a temp file without one (O_TMPFILE).
         self._fd, self._name = engine._create_temp()
@@ -434,14 +443,18 @@ class BlobWriter:
         if max_size is not None and size > max_size:
             raise FileTooLarge(max_size)
         hasher = self._hasher
-        if nbytes >= LAG_CHUNK and data.__class__ is bytes and self._inline is not None:
+        if nbytes >= LAG_CHUNK and data.__class__ is bytes and self._idle is not None:
             if hasher is None and self.size >= LAG_FROM:
                 hasher = self._hasher = _Hasher(self._hash)
             if hasher is not None:
                 _write_all(self._fd, data)
-                # The chunk before is hashed first (in order). Still running:
-                # this chunk came before the last was hashed, so overlap them.
-                if hasher.wait() or self._inline >= _PROBE_EVERY:
+                # The chunk before is hashed first (in order). Found still
+                # running, this chunk came before the last was hashed: overlap.
+                # Found done twice in a row, the source is the slower side:
+                # hash here, giving the thread a chunk now and then to see.
+                if hasher.pending:
+                    self._idle = 0 if hasher.wait() else self._idle + 1
+                if self._idle < _IDLE_SEEN or self._inline >= _PROBE_EVERY:
                     self._inline = 0
                     hasher.hash(data)
                 else:
