@@ -340,9 +340,13 @@ class _Hasher:
     on a fast disk hashing is most of a large put, and the two overlap.
     Jobs run in the order given, one at a time (the writer waits for each
     before it gives the next), so the digest is the one a single pass makes.
+    A failure to hash is kept: every later :meth:`wait` raises it again.
+
+    Raises:
+        RuntimeError: no thread could be started.
     """
 
-    __slots__ = ("_done", "_failure", "_hash", "_jobs", "_pending", "_thread")
+    __slots__ = ("_done", "_failure", "_hash", "_jobs", "_pending", "_pid", "_thread")
 
     def __init__(self, digest: Any) -> None:
         self._hash = digest
@@ -350,52 +354,68 @@ class _Hasher:
         self._done = threading.Semaphore(0)
         self._pending = False
         self._failure: BaseException | None = None
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="hashfs-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (data := self._jobs.get()) is not None:
+        while True:
+            data = self._jobs.get()
+            if data is None:
+                return
             try:
                 if self._failure is None:
                     self._hash.update(data)
             except BaseException as exc:  # MemoryError: the writer raises it
                 self._failure = exc
             finally:
+                data = None  # not held while waiting for the next job
                 self._done.release()
 
-    @property
-    def pending(self) -> bool:
-        """Whether a job was given since the last :meth:`wait`."""
-        return self._pending
+    def _forked(self) -> bool:
+        # A child of fork() has no such thread: what it was hashing is lost.
+        return os.getpid() != self._pid
 
     def hash(self, data: bytes) -> None:
         """Start hashing ``data`` (bytes: nobody can change them meanwhile)."""
         self._jobs.put(data)
         self._pending = True
 
-    def wait(self) -> bool:
-        """Return once everything given is hashed: whether the last job was still running.
+    def busy(self) -> bool | None:
+        """Whether the last job is still being hashed (``None``: none given since last asked)."""
+        if not self._pending:
+            return None
+        if self._done.acquire(blocking=False):
+            self._pending = False
+            return False
+        return True
+
+    def wait(self) -> None:
+        """Return once everything given is hashed.
 
         Raises:
-            BaseException: what hashing raised.
+            BaseException: what hashing raised (each time, once it did).
+            RuntimeError: called in a child of ``fork()`` while a job ran.
         """
-        running = False
         if self._pending:
-            running = not self._done.acquire(blocking=False)
-            if running:
+            if self._forked():
+                self._failure = RuntimeError(
+                    "a file being stored was hashing when this process forked: store it again"
+                )
+            else:
                 self._done.acquire()
-            self._pending = False
+                self._pending = False
         if self._failure is not None:
             raise self._failure
-        return running
 
-    def stop(self) -> None:
-        """Wait for the last job and end the thread (quietly: the writer is done either way)."""
-        if self._pending:
-            self._done.acquire()
-            self._pending = False
+    def stop(self, wait: bool = True) -> None:
+        """End the thread once it has done its last job; ``wait`` for that.
+
+        Told first, so the thread ends even if the wait is interrupted.
+        """
         self._jobs.put(None)
-        self._thread.join()
+        if wait and not self._forked():
+            self._thread.join()
 
 
 class BlobWriter:
@@ -443,17 +463,18 @@ class BlobWriter:
         if max_size is not None and size > max_size:
             raise FileTooLarge(max_size)
         hasher = self._hasher
-        if nbytes >= LAG_CHUNK and data.__class__ is bytes and self._idle is not None:
+        if nbytes >= LAG_CHUNK and type(data) is bytes and self._idle is not None:
             if hasher is None and self.size >= LAG_FROM:
-                hasher = self._hasher = _Hasher(self._hash)
+                hasher = self._start_hasher()
             if hasher is not None:
+                # Still hashing the chunk before, this one came before it was
+                # hashed: overlap. Found done twice in a row, the source is the
+                # slower side: hash here, giving the thread a chunk now and then.
+                busy = hasher.busy()
+                if busy is not None:
+                    self._idle = 0 if busy else self._idle + 1
                 _write_all(self._fd, data)
-                # The chunk before is hashed first (in order). Found still
-                # running, this chunk came before the last was hashed: overlap.
-                # Found done twice in a row, the source is the slower side:
-                # hash here, giving the thread a chunk now and then to see.
-                if hasher.pending:
-                    self._idle = 0 if hasher.wait() else self._idle + 1
+                hasher.wait()  # the chunk before is hashed first, in order
                 if self._idle < _IDLE_SEEN or self._inline >= _PROBE_EVERY:
                     self._inline = 0
                     hasher.hash(data)
@@ -467,6 +488,15 @@ class BlobWriter:
         self._hash.update(data)
         _write_all(self._fd, data)
         self.size = size
+
+    def _start_hasher(self) -> _Hasher | None:
+        try:
+            hasher = _Hasher(self._hash)
+        except RuntimeError:  # no thread to be had (a limit, or shutting down): hash here
+            self._idle = None
+            return None
+        self._hasher = hasher
+        return hasher
 
     def writelines(self, chunks: Iterable[Any]) -> None:
         """Write several chunks in order, small ones joined up to :data:`CHUNK_SIZE`.
@@ -502,12 +532,11 @@ class BlobWriter:
             OSError: the disk failed.
         """
         engine = self._engine
-        hasher, self._hasher = self._hasher, None
+        hasher = self._hasher
         if hasher is not None:
-            try:
-                hasher.wait()
-            finally:
-                hasher.stop()
+            hasher.wait()  # raises, every time, if hashing failed: no id from a partial hash
+            self._hasher = None
+            hasher.stop()
         id = self._hash.hexdigest()
         relpath = engine.layout.relpath(id, extension)
         try:
@@ -549,13 +578,21 @@ class BlobWriter:
     def abort(self) -> None:
         """Close and remove the temp file; safe to call more than once."""
         hasher, self._hasher = self._hasher, None
+        try:
+            if hasher is not None:
+                hasher.stop()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+                if self._name is not None:
+                    self._engine._remove_temp(self._name)
+
+    def __del__(self) -> None:
+        # Dropped without commit() or abort(): at least its hashing thread ends.
+        hasher = getattr(self, "_hasher", None)
         if hasher is not None:
-            hasher.stop()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            if self._name is not None:
-                self._engine._remove_temp(self._name)
+            hasher.stop(wait=False)
 
     def __enter__(self) -> BlobWriter:
         return self
